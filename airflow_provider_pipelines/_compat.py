@@ -1,0 +1,131 @@
+"""Airflow 3.x compatibility: one place for imports and version gates.
+
+The provider supports Airflow 3.0 and newer. Features that only exist in newer releases
+(task state store 3.3+, trigger ``on_kill`` 3.3+, non-blocking async connection lookup 3.3.2+)
+are reached through the helpers below and degrade gracefully on older releases.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from airflow.exceptions import AirflowException
+from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator, Connection
+from packaging.version import Version
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+try:  # Airflow >= 3.1
+    from airflow.sdk.configuration import conf
+except ImportError:  # pragma: no cover - Airflow 3.0
+    from airflow.configuration import conf  # type: ignore[no-redef]
+
+try:  # Airflow >= 3.1
+    from airflow.sdk.log import mask_secret as _mask_secret
+except ImportError:  # pragma: no cover - Airflow 3.0
+    try:
+        from airflow.sdk.execution_time.secrets_masker import (  # type: ignore[no-redef]
+            mask_secret as _mask_secret,
+        )
+    except ImportError:
+        from airflow.utils.log.secrets_masker import mask_secret as _mask_secret  # type: ignore[no-redef]
+
+log = logging.getLogger(__name__)
+
+
+def _airflow_version() -> Version:
+    from airflow import __version__
+
+    return Version(Version(__version__).base_version)
+
+
+AIRFLOW_VERSION = _airflow_version()
+AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION >= Version("3.1.0")
+AIRFLOW_V_3_2_PLUS = AIRFLOW_VERSION >= Version("3.2.0")
+AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
+
+
+def mask_secret(value: str | None) -> None:
+    """Register ``value`` with Airflow's secrets masker (no-op for empty values)."""
+    if value:
+        try:
+            _mask_secret(value)
+        except Exception:  # the masker must never break a hook
+            log.debug("secret masker unavailable", exc_info=True)
+
+
+async def amask_secret(value: str | None) -> None:
+    """Async :func:`mask_secret`: never a blocking supervisor call inside an event loop."""
+    if not value:
+        return
+    try:
+        from airflow.sdk.log import amask_secret as _amask
+    except ImportError:  # pragma: no cover - before Airflow 3.3
+        from asgiref.sync import sync_to_async
+
+        await sync_to_async(mask_secret)(value)
+        return
+    try:
+        await _amask(value)
+    except Exception:
+        log.debug("secret masker unavailable", exc_info=True)
+
+
+async def get_async_connection(conn_id: str) -> Connection:
+    """Look a connection up without blocking the event loop.
+
+    Airflow 3.3.2+ masks secrets asynchronously (``Connection.aextra_dejson`` exists), so
+    ``BaseHook.aget_connection`` is safe. Older 3.x releases either have no
+    ``aget_connection`` (3.0) or mask synchronously inside it, which can deadlock
+    (apache/airflow#71891): run the sync lookup in a worker thread there.
+    """
+    if hasattr(Connection, "aextra_dejson") and hasattr(BaseHook, "aget_connection"):
+        return await BaseHook.aget_connection(conn_id)
+    from asgiref.sync import sync_to_async
+
+    return await sync_to_async(BaseHook.get_connection)(conn_id)
+
+
+async def get_async_extra(conn: Connection) -> dict[str, Any]:
+    """``conn.extra_dejson`` without a blocking secrets-masker call on 3.3.2+."""
+    aextra = getattr(conn, "aextra_dejson", None)
+    if aextra is not None:
+        return dict(await aextra())
+    from asgiref.sync import sync_to_async
+
+    return dict(await sync_to_async(lambda: conn.extra_dejson)())
+
+
+def task_state_store(context: Context | None) -> Any | None:
+    """The task state store accessor (Airflow 3.3+), or ``None`` where it does not exist.
+
+    Unlike XCom it survives task retries, which is what reattaching to a remote run needs.
+    """
+    if context is None or not AIRFLOW_V_3_3_PLUS:
+        return None
+    try:
+        return context.get("task_state_store")  # type: ignore[call-overload]
+    except Exception:
+        return None
+
+
+__all__ = [
+    "AIRFLOW_V_3_1_PLUS",
+    "AIRFLOW_V_3_2_PLUS",
+    "AIRFLOW_V_3_3_PLUS",
+    "AIRFLOW_VERSION",
+    "AirflowException",
+    "BaseHook",
+    "BaseOperator",
+    "BaseOperatorLink",
+    "BaseSensorOperator",
+    "Connection",
+    "conf",
+    "amask_secret",
+    "get_async_connection",
+    "get_async_extra",
+    "mask_secret",
+    "task_state_store",
+]

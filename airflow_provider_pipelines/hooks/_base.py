@@ -1,0 +1,165 @@
+"""Base hook: connection lookup (sync and async, the Airflow 3 way) and the HTTP core."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from airflow_provider_pipelines._compat import (
+    AirflowException,
+    BaseHook,
+    Connection,
+    amask_secret,
+    get_async_connection,
+    get_async_extra,
+    mask_secret,
+)
+from airflow_provider_pipelines.hooks._http import (
+    ApiError,
+    ApiRequest,
+    ApiResponse,
+    Auth,
+    HttpCore,
+    HttpSettings,
+    Redactor,
+    VendorProfile,
+)
+
+
+@dataclass
+class ResolvedConnection:
+    """What a hook needs from its Airflow connection, parsed and validated once."""
+
+    base_url: str
+    http: HttpSettings
+    auth: Auth | None
+    secrets: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class PipelinesHook(BaseHook):
+    """Common base of this provider's hooks.
+
+    Subclasses set the class attributes and implement :meth:`_resolve` (turn a connection and
+    its extra into a :class:`ResolvedConnection`, without I/O) and :attr:`profile`. The
+    connection is looked up once per hook instance: synchronously for operators, sensors and
+    ``test_connection``; asynchronously (never blocking the loop) for triggers.
+    """
+
+    conn_name_attr: ClassVar[str]
+    default_conn_name: ClassVar[str]
+    conn_type: ClassVar[str]
+    hook_name: ClassVar[str]
+    profile: ClassVar[VendorProfile]
+
+    def __init__(self, conn_id: str | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.conn_id = conn_id or self.default_conn_name
+        self._resolved: ResolvedConnection | None = None
+        self._core: HttpCore | None = None
+        self._lock = threading.Lock()
+        self._alock: asyncio.Lock | None = None
+
+    # ---- subclass API ----------------------------------------------------------------------
+
+    def _resolve(self, conn: Connection, extra: Mapping[str, Any]) -> ResolvedConnection:
+        raise NotImplementedError
+
+    def _default_headers(self) -> dict[str, str]:
+        from airflow_provider_pipelines import __version__
+
+        return {"User-Agent": f"airflow-provider-pipelines/{__version__}"}
+
+    # ---- resolution ------------------------------------------------------------------------
+
+    def _install(self, resolved: ResolvedConnection) -> HttpCore:
+        self._resolved = resolved
+        self._core = HttpCore(
+            self.profile, resolved.http, resolved.auth, Redactor(resolved.secrets), self._default_headers()
+        )
+        return self._core
+
+    @property
+    def resolved(self) -> ResolvedConnection:
+        self.core  # noqa: B018 - resolve on first use
+        assert self._resolved is not None
+        return self._resolved
+
+    @property
+    def core(self) -> HttpCore:
+        """The HTTP core, resolving the connection synchronously on first use."""
+        if self._core is None:
+            with self._lock:
+                if self._core is None:
+                    conn = self.get_connection(self.conn_id)
+                    resolved = self._resolve(conn, conn.extra_dejson)
+                    for secret in resolved.secrets:
+                        mask_secret(secret)
+                    self._install(resolved)
+        assert self._core is not None
+        return self._core
+
+    async def acore(self) -> HttpCore:
+        """The HTTP core, resolving the connection without blocking the event loop."""
+        if self._core is not None:
+            return self._core
+        if self._alock is None:
+            self._alock = asyncio.Lock()
+        async with self._alock:
+            if self._core is None:
+                conn = await get_async_connection(self.conn_id)
+                extra = await get_async_extra(conn)
+                resolved = self._resolve(conn, extra)
+                for secret in resolved.secrets:
+                    await amask_secret(secret)
+                self._install(resolved)
+        assert self._core is not None
+        return self._core
+
+    def url(self, path: str) -> str:
+        return f"{self.resolved.base_url}{path}"
+
+    async def aurl(self, path: str) -> str:
+        await self.acore()
+        return self.url(path)
+
+    # ---- calls -------------------------------------------------------------------------------
+
+    def call(self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any) -> ApiResponse:
+        """Send one API call relative to the connection's base URL (sync)."""
+        core = self.core
+        return core.request(ApiRequest(method, self.url(path), operation, resource, **kw))
+
+    async def acall(
+        self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any
+    ) -> ApiResponse:
+        """Send one API call relative to the connection's base URL (async)."""
+        core = await self.acore()
+        return await core.arequest(ApiRequest(method, self.url(path), operation, resource, **kw))
+
+    # ---- connection test ---------------------------------------------------------------------
+
+    def _probe(self) -> str:
+        """One cheap authenticated call; returns a success message (subclasses implement)."""
+        raise NotImplementedError
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Make one cheap authenticated call and say precisely what failed, if anything."""
+        try:
+            return True, self._probe()
+        except ApiError as err:
+            return False, str(err)
+        except AirflowException as err:
+            return False, str(err)
+        except Exception as err:
+            return False, f"{type(err).__name__}: {err}"
+
+
+def require(value: Any, what: str, conn_id: str, hint: str) -> Any:
+    """Fail with a message that says which connection field to fill, and how."""
+    if value in (None, ""):
+        raise AirflowException(f"Connection {conn_id!r} has no {what}. {hint}")
+    return value

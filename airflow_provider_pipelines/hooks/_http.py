@@ -1,0 +1,708 @@
+"""The shared HTTP core every hook of this provider talks through.
+
+One retry policy, one timeout rule, one error type and one redaction rule for the sync path
+(``requests`` with a pooled session) and the async path (one ``aiohttp.ClientSession`` per event
+loop, shared by every trigger in that loop). Hooks describe *what* to call (:class:`ApiRequest`)
+and *how their vendor reports errors* (:class:`VendorProfile`); this module decides retries.
+
+Retry policy (see ``docs/reliability.md``):
+
+* retried: HTTP 429, 502, 503, 504, connection errors and read timeouts, with exponential
+  back-off and full jitter, ``Retry-After`` (seconds or HTTP date) honoured up to a cap,
+  bounded attempts and bounded total time;
+* never retried: any other 4xx, and 500 (a server error that is not declared transient);
+* a non-idempotent request is retried only on 429 and when the request provably never reached
+  the server (connection refused / connect timeout). A read timeout, a dropped connection or a
+  502/503/504 on such a request raises an :class:`ApiError` with ``ambiguous=True`` so the caller
+  can check whether the side effect happened before trying again;
+* HTTP 401 on an authenticated call invalidates the cached token and retries once.
+
+Status decisions are made on the status code itself, never after a generic exception has
+swallowed it (the dbt Cloud provider's sync path never retries 503 for that reason).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import random
+import re
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+
+import requests
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_before_delay,
+)
+
+from airflow_provider_pipelines._compat import AirflowException
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    import aiohttp
+
+log = logging.getLogger(__name__)
+
+#: Status codes retried for every request (429 means "not processed, come back later").
+ALWAYS_RETRYABLE_STATUSES = frozenset({429})
+#: Status codes retried only for idempotent requests (the request may have been processed).
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+#: Connections per host in the shared async session.
+ASYNC_CONNECTIONS_PER_HOST = 64
+#: Longest excerpt of an unparseable body quoted in an error.
+BODY_EXCERPT_CHARS = 200
+
+_LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
+
+
+# --------------------------------------------------------------------------------------------
+# Settings
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Timeouts, retry bounds and TLS options of one connection (overridable from its extra)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 5
+    max_retry_seconds: float = 300.0
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 120.0
+    verify: bool | str = True
+
+    #: extra keys that override the fields above, with their types
+    EXTRA_KEYS = (
+        ("connect_timeout", float),
+        ("read_timeout", float),
+        ("max_attempts", int),
+        ("max_retry_seconds", float),
+        ("backoff_base", float),
+        ("backoff_max", float),
+        ("retry_after_max", float),
+    )
+
+    @classmethod
+    def from_extra(cls, extra: Mapping[str, Any], conn_id: str) -> HttpSettings:
+        """Read overrides from a connection extra, failing clearly on bad values."""
+        values: dict[str, Any] = {}
+        for key, kind in cls.EXTRA_KEYS:
+            if extra.get(key) in (None, ""):
+                continue
+            raw = extra[key]
+            try:
+                value = kind(raw)
+            except (TypeError, ValueError):
+                raise AirflowException(
+                    f"Connection {conn_id!r}: extra {key!r} must be a {kind.__name__}, got {raw!r}."
+                ) from None
+            if value <= 0:
+                raise AirflowException(f"Connection {conn_id!r}: extra {key!r} must be > 0, got {raw!r}.")
+            values[key] = value
+        ca_bundle = extra.get("ca_bundle")
+        verify_ssl = extra.get("verify_ssl", True)
+        if isinstance(verify_ssl, str):
+            verify_ssl = verify_ssl.strip().lower() not in ("false", "0", "no")
+        if ca_bundle:
+            values["verify"] = str(ca_bundle)
+        elif not verify_ssl:
+            log.warning("Connection %r disables TLS certificate verification (verify_ssl=false).", conn_id)
+            values["verify"] = False
+        return replace(cls(), **values)
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """Whether ``host`` is this machine (where plain HTTP is allowed, e.g. for the sandbox)."""
+    if not host:
+        return False
+    host = host.strip("[]").lower()
+    return host in _LOOPBACK_HOSTS or host == "::1" or host.startswith("127.")
+
+
+def require_https(url: str, *, conn_id: str, field_name: str = "host") -> str:
+    """Return ``url`` without a trailing slash, or fail when it is not HTTPS (loopback excepted)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise AirflowException(
+            f"Connection {conn_id!r}: {field_name} {url!r} is not an absolute http(s) URL, "
+            "e.g. https://api.example.com."
+        )
+    if parts.scheme != "https" and not is_loopback_host(parts.hostname):
+        raise AirflowException(
+            f"Connection {conn_id!r}: {field_name} {url!r} must use https:// (plain http is only "
+            "allowed for loopback hosts such as the local sandbox)."
+        )
+    return url.rstrip("/")
+
+
+# --------------------------------------------------------------------------------------------
+# Errors and redaction
+# --------------------------------------------------------------------------------------------
+
+
+class Redactor:
+    """Removes known secret values and token-shaped fragments from text."""
+
+    _PATTERNS = (
+        re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}"),
+        re.compile(r'(?i)("?(?:access_token|accessToken|client_secret|api[_-]?key|password|token|'
+                   r'projectApiKey|projectHmacKey)"?\s*[:=]\s*"?)[^"&,\s}]+'),
+        re.compile(r'(?i)(oauth_signature="?)[^",\s]+'),
+    )
+
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._secrets: set[str] = set()
+        self.add(*secrets)
+
+    def add(self, *secrets: str | None) -> None:
+        for secret in secrets:
+            if secret and len(secret) >= 3:
+                self._secrets.add(secret)
+
+    def __call__(self, text: str) -> str:
+        for secret in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        for pattern in self._PATTERNS:
+            text = pattern.sub(r"\1***", text)
+        return text
+
+
+class ApiError(AirflowException):
+    """A failed call to a vendor API, with everything needed to understand it.
+
+    :param vendor: e.g. ``"Cognite"``.
+    :param operation: what we tried, e.g. ``"run entity matching pipeline"``.
+    :param resource: which resource, e.g. ``"pipeline 42"``.
+    :param status: HTTP status (``None`` when no response arrived).
+    :param vendor_message: the vendor's own error text.
+    :param request_id: the vendor's request id for support tickets.
+    :param ambiguous: the request may have reached the server although no answer was read
+        (read timeout, dropped connection, 502-504 on a non-idempotent call).
+    """
+
+    def __init__(
+        self,
+        *,
+        vendor: str,
+        operation: str,
+        resource: str | None = None,
+        status: int | None = None,
+        vendor_message: str = "",
+        request_id: str | None = None,
+        correlation_id: str | None = None,
+        retry_after: float | None = None,
+        retryable: bool = False,
+        ambiguous: bool = False,
+        attempts: int = 1,
+    ) -> None:
+        self.vendor = vendor
+        self.operation = operation
+        self.resource = resource
+        self.status = status
+        self.vendor_message = vendor_message
+        self.request_id = request_id
+        self.correlation_id = correlation_id
+        self.retry_after = retry_after
+        self.retryable = retryable
+        self.ambiguous = ambiguous
+        self.attempts = attempts
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        target = f" ({self.resource})" if self.resource else ""
+        status = f"HTTP {self.status}" if self.status is not None else "no response"
+        text = f"{self.vendor} API: {self.operation}{target} failed: {status}"
+        if self.vendor_message:
+            text += f": {self.vendor_message}"
+        ids = []
+        if self.request_id:
+            ids.append(f"request id {self.request_id}")
+        if self.correlation_id:
+            ids.append(f"correlation id {self.correlation_id}")
+        if self.attempts > 1:
+            ids.append(f"after {self.attempts} attempts")
+        if ids:
+            text += f" [{'; '.join(ids)}]"
+        return text
+
+    def with_attempts(self, attempts: int) -> ApiError:
+        self.attempts = attempts
+        self.args = (self._render(),)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:  # keyword-only __init__: pickle through a factory
+        return (_rebuild_api_error, (type(self), self.__dict__.copy()))
+
+
+def _rebuild_api_error(cls: type[ApiError], state: dict[str, Any]) -> ApiError:
+    err = cls.__new__(cls)
+    err.__dict__.update(state)
+    err.args = (err._render(),)
+    return err
+
+
+class _Transient(Exception):  # noqa: N818 - internal retry signal
+    """Internal: an attempt failed in a way the policy retries."""
+
+    def __init__(self, error: ApiError, *, immediate: bool = False) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.immediate = immediate
+
+
+# --------------------------------------------------------------------------------------------
+# Requests, responses, vendor profile, auth
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ApiRequest:
+    """One logical API call (retries are attempts of it)."""
+
+    method: str
+    url: str
+    operation: str
+    resource: str | None = None
+    params: Mapping[str, Any] | None = None
+    json: Any = None
+    data: Mapping[str, str] | str | None = None
+    headers: Mapping[str, str] | None = None
+    #: evaluated before every attempt (signatures with a fresh nonce, fresh request ids)
+    headers_factory: Callable[[], Mapping[str, str]] | None = None
+    authenticated: bool = True
+    #: ``None``: GET/HEAD/PUT/DELETE/OPTIONS are idempotent, POST/PATCH are not
+    idempotent: bool | None = None
+    expect_json: bool = True
+    #: non-2xx statuses handed back to the caller instead of raising (e.g. a 307 to follow)
+    allow_statuses: frozenset[int] = frozenset()
+
+    @property
+    def is_idempotent(self) -> bool:
+        if self.idempotent is not None:
+            return self.idempotent
+        return self.method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
+
+
+@dataclass
+class ApiResponse:
+    status: int
+    headers: dict[str, str]
+    body: Any
+    text: str
+    request_id: str | None = None
+
+
+class VendorProfile(Protocol):
+    """How one vendor reports errors (the only vendor-specific part of the core)."""
+
+    name: str
+
+    def error_message(self, status: int, body: Any, text: str) -> str: ...
+
+    def request_ids(
+        self, response_headers: Mapping[str, str], sent_headers: Mapping[str, str]
+    ) -> tuple[str | None, str | None]: ...
+
+    def body_error(self, body: Any) -> str | None:
+        """An error carried by a 2xx body (e.g. Edge Impulse ``success: false``), else ``None``."""
+        ...
+
+
+class Auth(Protocol):
+    """Produces auth headers for an attempt; may refresh once after a 401."""
+
+    def headers(self) -> dict[str, str]: ...
+
+    async def aheaders(self) -> dict[str, str]: ...
+
+    def invalidate(self, sent_headers: Mapping[str, str]) -> bool:
+        """Forget the credential that got a 401; ``True`` when a retry may succeed."""
+        ...
+
+
+@dataclass
+class _CallState:
+    refreshed: bool = False
+    attempts: int = 0
+    sent_headers: dict[str, str] = field(default_factory=dict)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    current = datetime.fromtimestamp(now if now is not None else time.time(), tz=timezone.utc)
+    return max(0.0, (when - current).total_seconds())
+
+
+def _excerpt(text: str) -> str:
+    text = " ".join(text.split())
+    if len(text) > BODY_EXCERPT_CHARS:
+        return text[:BODY_EXCERPT_CHARS] + "…"
+    return text
+
+
+# --------------------------------------------------------------------------------------------
+# Shared async session: one per event loop, reference-counted by the users' scopes
+# --------------------------------------------------------------------------------------------
+
+
+class _LoopSession:
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+        self.users = 0
+
+
+_loop_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
+    weakref.WeakKeyDictionary()
+)
+_sessions_created = 0
+
+
+def _new_session() -> aiohttp.ClientSession:
+    import aiohttp
+
+    global _sessions_created
+    _sessions_created += 1
+    connector = aiohttp.TCPConnector(limit=0, limit_per_host=ASYNC_CONNECTIONS_PER_HOST, keepalive_timeout=60)
+    # no session-wide timeout: every request sets its own
+    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+
+
+def _loop_session() -> _LoopSession:
+    loop = asyncio.get_running_loop()
+    entry = _loop_sessions.get(loop)
+    if entry is None or entry.session.closed:
+        entry = _LoopSession(_new_session())
+        _loop_sessions[loop] = entry
+    return entry
+
+
+@asynccontextmanager
+async def shared_session_scope() -> AsyncIterator[aiohttp.ClientSession]:
+    """Use this loop's shared session for a while (e.g. a trigger's whole ``run()``).
+
+    The session is created lazily and closed when the last scope of the loop exits, so a
+    triggerer with thousands of triggers keeps one pool of keep-alive connections, and a
+    short-lived loop (``asyncio.run`` in a test or ``airflow dags test``) closes it cleanly.
+    """
+    entry = _loop_session()
+    entry.users += 1
+    try:
+        yield entry.session
+    finally:
+        entry.users -= 1
+        if entry.users == 0 and not entry.session.closed:
+            await entry.session.close()
+
+
+def async_sessions_created() -> int:
+    """How many shared sessions this process has created (benchmarks and tests)."""
+    return _sessions_created
+
+
+_ssl_contexts: dict[str, Any] = {}
+
+
+def _aiohttp_ssl(verify: bool | str) -> Any:
+    if verify is True:
+        return True
+    if verify is False:
+        return False
+    ctx = _ssl_contexts.get(verify)
+    if ctx is None:
+        import ssl
+
+        ctx = _ssl_contexts[verify] = ssl.create_default_context(cafile=verify)
+    return ctx
+
+
+# --------------------------------------------------------------------------------------------
+# The core
+# --------------------------------------------------------------------------------------------
+
+
+class HttpCore:
+    """Sends :class:`ApiRequest` objects with the provider's retry, timeout and error rules."""
+
+    def __init__(
+        self,
+        profile: VendorProfile,
+        settings: HttpSettings,
+        auth: Auth | None = None,
+        redactor: Redactor | None = None,
+        default_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.profile = profile
+        self.settings = settings
+        self.auth = auth
+        self.redact = redactor or Redactor()
+        self.default_headers = dict(default_headers or {})
+        self._session: requests.Session | None = None
+        self._session_lock = threading.Lock()
+
+    # ---- retry plumbing shared by both paths ------------------------------------------------
+
+    def _wait(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Transient):
+            if exc.immediate:
+                return 0.0
+            if exc.error.retry_after is not None:
+                return min(exc.error.retry_after, self.settings.retry_after_max)
+        ceiling = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (retry_state.attempt_number - 1))
+        return random.uniform(0, ceiling)
+
+    def _before_sleep(self, retry_state: RetryCallState) -> None:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, _Transient) and not exc.immediate:
+            sleep = retry_state.next_action.sleep if retry_state.next_action else 0.0
+            log.warning("%s; retrying in %.1f s (attempt %d of %d)", exc.error, sleep,
+                        retry_state.attempt_number + 1, self.settings.max_attempts)
+
+    def _retry_kwargs(self) -> dict[str, Any]:
+        return {
+            "stop": stop_after_attempt(self.settings.max_attempts)
+            | stop_before_delay(self.settings.max_retry_seconds),
+            "wait": self._wait,
+            "retry": retry_if_exception_type(_Transient),
+            "before_sleep": self._before_sleep,
+            "reraise": True,
+        }
+
+    def _headers(self, req: ApiRequest, auth_headers: Mapping[str, str]) -> dict[str, str]:
+        headers = {"Accept": "application/json", **self.default_headers}
+        headers.update(req.headers or {})
+        if req.headers_factory is not None:
+            headers.update(req.headers_factory())
+        headers.update(auth_headers)
+        return headers
+
+    def _error(self, req: ApiRequest, state: _CallState, **kwargs: Any) -> ApiError:
+        message = kwargs.pop("vendor_message", "")
+        return ApiError(
+            vendor=self.profile.name,
+            operation=req.operation,
+            resource=req.resource,
+            vendor_message=self.redact(message),
+            **kwargs,
+        )
+
+    def _classify(
+        self, req: ApiRequest, state: _CallState, status: int, headers: Mapping[str, str], text: str
+    ) -> ApiResponse:
+        """Turn one HTTP answer into a response, an :class:`ApiError` or a retry signal."""
+        request_id, correlation_id = self.profile.request_ids(headers, state.sent_headers)
+        body: Any = None
+        parse_failed = False
+        if text.strip():
+            try:
+                body = json.loads(text)
+            except ValueError:
+                parse_failed = True
+        ids = {"request_id": request_id, "correlation_id": correlation_id, "status": status}
+
+        if 200 <= status < 300 or status in req.allow_statuses:
+            if parse_failed and req.expect_json and 200 <= status < 300:
+                err = self._error(
+                    req, state, vendor_message=f"the response is not valid JSON: {_excerpt(text)!r}",
+                    retryable=req.is_idempotent, ambiguous=not req.is_idempotent, **ids,
+                )
+                if req.is_idempotent:
+                    raise _Transient(err)
+                raise err
+            body_error = self.profile.body_error(body) if 200 <= status < 300 else None
+            if body_error is not None:
+                raise self._error(req, state, vendor_message=body_error, **ids)
+            return ApiResponse(status, dict(headers), body, text, request_id)
+
+        message = self.profile.error_message(status, body, text) if not parse_failed else ""
+        if not message:
+            message = f"{_excerpt(text)!r}" if text.strip() else "(empty body)"
+
+        if status == 401 and req.authenticated and self.auth is not None and not state.refreshed:
+            state.refreshed = True
+            if self.auth.invalidate(state.sent_headers):
+                log.info("%s answered 401 to %s; refreshing the token once.", self.profile.name, req.operation)
+                raise _Transient(self._error(req, state, vendor_message=message, **ids), immediate=True)
+
+        retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
+        retryable = status in ALWAYS_RETRYABLE_STATUSES or (
+            status in TRANSIENT_STATUSES and req.is_idempotent
+        )
+        err = self._error(
+            req, state, vendor_message=message, retry_after=retry_after, retryable=retryable,
+            ambiguous=status in TRANSIENT_STATUSES and not req.is_idempotent, **ids,
+        )
+        if retryable:
+            raise _Transient(err)
+        raise err
+
+    def _transport_error(
+        self, req: ApiRequest, state: _CallState, exc: BaseException, *, reached_server: bool, what: str
+    ) -> _Transient | ApiError:
+        retryable = (not reached_server) or req.is_idempotent
+        err = self._error(
+            req, state, vendor_message=f"{what}: {type(exc).__name__}: {exc}",
+            retryable=retryable, ambiguous=reached_server and not req.is_idempotent,
+        )
+        return _Transient(err) if retryable else err
+
+    def _finish(self, exc: _Transient, state: _CallState) -> ApiError:
+        return exc.error.with_attempts(state.attempts)
+
+    # ---- sync path ----------------------------------------------------------------------------
+
+    @property
+    def session(self) -> requests.Session:
+        with self._session_lock:
+            if self._session is None:
+                session = requests.Session()
+                adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
+                session.mount("https://", adapter)
+                session.mount("http://", adapter)
+                self._session = session
+            return self._session
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def request(self, req: ApiRequest) -> ApiResponse:
+        """Send ``req`` synchronously with the retry policy; raise :class:`ApiError` on failure."""
+        state = _CallState()
+        try:
+            for attempt in Retrying(**self._retry_kwargs()):
+                with attempt:
+                    return self._attempt(req, state)
+        except _Transient as exc:
+            raise self._finish(exc, state) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, req: ApiRequest, state: _CallState) -> ApiResponse:
+        state.attempts += 1
+        auth_headers = self.auth.headers() if (req.authenticated and self.auth) else {}
+        headers = self._headers(req, auth_headers)
+        state.sent_headers = headers
+        try:
+            resp = self.session.request(
+                req.method, req.url, params=req.params, json=req.json, data=req.data, headers=headers,
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                allow_redirects=False, verify=self.settings.verify,
+            )
+        except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as exc:
+            raise self._transport_error(req, state, exc, reached_server=False, what="could not connect") from None
+        except requests.exceptions.ReadTimeout as exc:
+            raise self._transport_error(
+                req, state, exc, reached_server=True,
+                what=f"no answer within the read timeout of {self.settings.read_timeout:g} s",
+            ) from None
+        except requests.exceptions.ConnectionError as exc:
+            reached = not _never_connected(exc)
+            raise self._transport_error(
+                req, state, exc, reached_server=reached,
+                what="connection dropped" if reached else "could not connect",
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            raise self._transport_error(req, state, exc, reached_server=True, what="request failed") from None
+        return self._classify(req, state, resp.status_code, resp.headers, resp.text)
+
+    # ---- async path ---------------------------------------------------------------------------
+
+    async def arequest(self, req: ApiRequest) -> ApiResponse:
+        """Send ``req`` on this loop's shared aiohttp session with the same policy."""
+        state = _CallState()
+        async with shared_session_scope() as session:
+            try:
+                async for attempt in AsyncRetrying(**self._retry_kwargs()):
+                    with attempt:
+                        return await self._aattempt(session, req, state)
+            except _Transient as exc:
+                raise self._finish(exc, state) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _aattempt(self, session: aiohttp.ClientSession, req: ApiRequest, state: _CallState) -> ApiResponse:
+        import aiohttp
+
+        state.attempts += 1
+        auth_headers = await self.auth.aheaders() if (req.authenticated and self.auth) else {}
+        headers = self._headers(req, auth_headers)
+        state.sent_headers = headers
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
+        )
+        params = {k: _query_value(v) for k, v in (req.params or {}).items() if v is not None}
+        try:
+            async with session.request(
+                req.method, req.url, params=params or None, json=req.json, data=req.data, headers=headers,
+                timeout=timeout, allow_redirects=False, ssl=_aiohttp_ssl(self.settings.verify),
+            ) as resp:
+                text = await resp.text()
+                return self._classify(req, state, resp.status, resp.headers, text)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            raise self._transport_error(req, state, exc, reached_server=False, what="could not connect") from None
+        except (asyncio.TimeoutError, aiohttp.SocketTimeoutError) as exc:
+            raise self._transport_error(
+                req, state, exc, reached_server=True,
+                what=f"no answer within the read timeout of {self.settings.read_timeout:g} s",
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise self._transport_error(req, state, exc, reached_server=True, what="connection dropped") from None
+
+
+def _query_value(value: Any) -> Any:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """Whether a requests ConnectionError happened before the request was sent."""
+    import urllib3.exceptions as u3
+
+    cause: BaseException | None = exc
+    seen = 0
+    while cause is not None and seen < 10:
+        if isinstance(cause, (u3.NewConnectionError, u3.ConnectTimeoutError, ConnectionRefusedError)):
+            return True
+        if isinstance(cause, u3.MaxRetryError) and cause.reason is not None:
+            cause = cause.reason
+        else:
+            cause = cause.__cause__ or cause.__context__ or (cause.args[0] if cause.args and isinstance(
+                cause.args[0], BaseException) else None)
+        seen += 1
+    return False
+
+
+# A callable returning an awaitable token fetch, used by hooks' async auth.
+AsyncFetch = Callable[[], Awaitable[tuple[str, float]]]
