@@ -11,11 +11,16 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from airflow.exceptions import AirflowException
-from airflow.sdk import BaseHook, BaseOperator, BaseOperatorLink, BaseSensorOperator, Connection
+from airflow.sdk import BaseOperator, BaseOperatorLink, BaseSensorOperator, Connection
 from packaging.version import Version
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+try:  # Airflow >= 3.1
+    from airflow.sdk import BaseHook
+except ImportError:  # pragma: no cover - Airflow 3.0
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
 
 try:  # Airflow >= 3.1
     from airflow.sdk.configuration import conf
