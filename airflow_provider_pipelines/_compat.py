@@ -23,6 +23,16 @@ except ImportError:  # pragma: no cover - Airflow 3.0
     from airflow.hooks.base import BaseHook  # type: ignore[no-redef,attr-defined]
 
 try:  # Airflow >= 3.1
+    from airflow.sdk import BaseNotifier
+except ImportError:  # pragma: no cover - Airflow 3.0: airflow.sdk's lazy map names a module that is missing
+    from airflow.sdk.bases.notifier import BaseNotifier  # type: ignore[no-redef,attr-defined]
+
+try:  # Airflow >= 3.1 (the airflow.exceptions alias is deprecated there)
+    from airflow.sdk.exceptions import AirflowSensorTimeout
+except ImportError:  # pragma: no cover - Airflow 3.0
+    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
+
+try:  # Airflow >= 3.1
     from airflow.sdk.configuration import conf
 except ImportError:  # pragma: no cover - Airflow 3.0
     from airflow.configuration import conf  # type: ignore[no-redef]
@@ -36,6 +46,21 @@ except ImportError:  # pragma: no cover - Airflow 3.0
         )
     except ImportError:
         from airflow.utils.log.secrets_masker import mask_secret as _mask_secret  # type: ignore[no-redef]
+
+try:  # Airflow >= 3.1 (3.3 deprecates the airflow.exceptions spellings)
+    from airflow.sdk.exceptions import (
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
+except ImportError:  # pragma: no cover - Airflow 3.0
+    from airflow.exceptions import (  # type: ignore[no-redef]
+        AirflowFailException,
+        AirflowSensorTimeout,
+        AirflowSkipException,
+        TaskDeferred,
+    )
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +84,25 @@ def mask_secret(value: str | None) -> None:
             _mask_secret(value)
         except Exception:  # the masker must never break a hook
             log.debug("secret masker unavailable", exc_info=True)
+
+
+def redact_secrets(text: str) -> str:
+    """``text`` with every secret registered with Airflow's masker replaced by ``***``.
+
+    For text that leaves Airflow's logs (e.g. a message sent to a vendor API). Never raises.
+    """
+    try:
+        from airflow.sdk._shared.secrets_masker import redact
+    except ImportError:  # pragma: no cover - other Airflow 3.x layouts
+        try:
+            from airflow.sdk.execution_time.secrets_masker import redact  # type: ignore[no-redef]
+        except ImportError:
+            return text
+    try:
+        return str(redact(text))
+    except Exception:
+        log.debug("secret masker unavailable", exc_info=True)
+        return text
 
 
 async def amask_secret(value: str | None) -> None:
@@ -117,20 +161,27 @@ def task_state_store(context: Context | None) -> Any | None:
 
 
 __all__ = [
+    "AIRFLOW_VERSION",
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
-    "AIRFLOW_VERSION",
     "AirflowException",
+    "AirflowSensorTimeout",
+    "AirflowFailException",
+    "AirflowSensorTimeout",
+    "AirflowSkipException",
     "BaseHook",
+    "BaseNotifier",
     "BaseOperator",
     "BaseOperatorLink",
     "BaseSensorOperator",
     "Connection",
-    "conf",
     "amask_secret",
+    "conf",
     "get_async_connection",
     "get_async_extra",
     "mask_secret",
+    "redact_secrets",
+    "TaskDeferred",
     "task_state_store",
 ]

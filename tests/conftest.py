@@ -82,7 +82,8 @@ def run_dags_test(
     cmd += ["--dagfile-path", str(dag_file)]
     if conf:
         cmd += ["--conf", json.dumps(conf)]
-    full_env = {**os.environ, **(env or {})}
+    # `dags test --dagfile-path` only accepts files inside the DAGs folder: use the file's folder
+    full_env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(Path(dag_file).resolve().parent), **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
 
 

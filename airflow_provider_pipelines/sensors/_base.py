@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from airflow.exceptions import AirflowSensorTimeout
 from airflow.sdk import PokeReturnValue
 
-from airflow_provider_pipelines._compat import BaseSensorOperator
+from airflow_provider_pipelines._compat import AirflowSensorTimeout, BaseSensorOperator
 from airflow_provider_pipelines.jobs.base import (
     JobFailedError,
     JobKind,
@@ -54,11 +53,15 @@ class JobSensor(BaseSensorOperator):
     def trigger_class(self) -> type[JobTrigger]:
         raise NotImplementedError
 
+    def trigger_hook_params(self, context: Context) -> dict[str, Any] | None:
+        """JSON keyword arguments for the trigger's hook (never secrets); none by default."""
+        return None
+
     def on_terminal(self, context: Context, ref: dict[str, Any], snap: JobSnapshot) -> Any:
         """Return the XCom value on success; raise on failure."""
         if snap.outcome is Outcome.FAILED:
             raise JobFailedError(
-                f"{self.kind.label.capitalize()} {self.kind.describe(ref)} ended {snap.state}: "
+                f"{self.kind.title} {self.kind.describe(ref)} ended {snap.state}: "
                 f"{snap.message or 'no message from the vendor'}"
             )
         return snap.result
@@ -73,7 +76,7 @@ class JobSensor(BaseSensorOperator):
         ref = self.job_ref(context)
         snap = self.kind.read(self.make_hook(), ref)
         if not snap.terminal:
-            self.log.info("%s %s is %s.", self.kind.label.capitalize(), self.kind.describe(ref), snap.state)
+            self.log.info("%s %s is %s.", self.kind.title, self.kind.describe(ref), snap.state)
             return False
         return PokeReturnValue(is_done=True, xcom_value=self.on_terminal(context, ref, snap))
 
@@ -90,6 +93,7 @@ class JobSensor(BaseSensorOperator):
             ref=ref,
             deadline=time.time() + float(self.timeout),
             poll_interval=float(self.poke_interval),
+            hook_params=self.trigger_hook_params(context),
         )
         self.defer(trigger=trigger, method_name="execute_complete", timeout=None)
 
