@@ -7,9 +7,21 @@ from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow_provider_pipelines.hooks.cognite import EXTPIPE_RUN_STATUSES, CogniteHook, _int_id
+from airflow_provider_pipelines._compat import AirflowFailException
+from airflow_provider_pipelines.hooks.cognite import (
+    CogniteHook,
+    _int_id,
+    to_epoch_ms,
+    validate_extpipe_external_id,
+)
 from airflow_provider_pipelines.jobs.base import JobFailedError, JobSnapshot, Outcome
-from airflow_provider_pipelines.jobs.cognite import ENTITY_MATCHING_RUN, ESTIMATE_QUALITY, EXTRACTION_REPORT
+from airflow_provider_pipelines.jobs.cognite import (
+    ENTITY_MATCHING_RUN,
+    ESTIMATE_QUALITY,
+    EXTRACTION_REPORT,
+    extraction_report_ref,
+    ms_to_iso,
+)
 from airflow_provider_pipelines.operators.cognite import (
     THRESHOLDS,
     _templated,
@@ -65,8 +77,8 @@ class CogniteEntityMatchingPipelineRunSensor(_CogniteSensor):
         self.include_matches = include_matches
 
     def job_ref(self, context: Context) -> dict[str, Any]:
-        return {"pipeline_id": _int_id("pipeline_id", self.pipeline_id), "job_id": _int_id("job_id", self.job_id),
-                "include_matches": self.include_matches}
+        return {"pipeline_id": _int_id("pipeline_id", self.pipeline_id),
+                "job_id": _int_id("job_id", self.job_id), "include_matches": self.include_matches}
 
     def trigger_class(self) -> type[JobTrigger]:
         from airflow_provider_pipelines.triggers.cognite import CogniteEntityMatchingPipelineRunTrigger
@@ -94,7 +106,7 @@ class CogniteAdvancedJoinQualitySensor(_CogniteSensor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.job_id = validate_external_id("job_id", job_id)
+        self.job_id = job_id if _templated(job_id) else validate_external_id("job_id", job_id)
         self.cognite_conn_id = cognite_conn_id
         self.min_quality_score_percent = min_quality_score_percent
         self.min_confidence_percent = min_confidence_percent
@@ -125,51 +137,55 @@ class CogniteAdvancedJoinQualitySensor(_CogniteSensor):
         return result
 
 
-def to_epoch_ms(value: Any, name: str = "created_time") -> int:
-    """Epoch milliseconds from an int/float (ms), a datetime, or an ISO-8601 string."""
-    if isinstance(value, bool):
-        raise ValueError(f"{name} must be epoch milliseconds, a datetime or an ISO-8601 string, got {value!r}.")
-    if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"{name} must not be negative, got {value!r}.")
-        return int(value)
-    if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise ValueError(f"{name} must be timezone-aware (e.g. UTC), got naive {value!r}.")
-        return int(value.timestamp() * 1000)
-    if isinstance(value, str) and value.strip():
-        text = value.strip()
-        if text.isdigit():
-            return int(text)
-        try:
-            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError(f"{name} {value!r} is neither epoch milliseconds nor an ISO-8601 date-time.") from None
-        return to_epoch_ms(parsed, name)
-    raise ValueError(f"{name} must be epoch milliseconds, a datetime or an ISO-8601 string, got {value!r}.")
+class ExtractionRunFailedError(JobFailedError, AirflowFailException):
+    """The pipeline reported a failure before the awaited status.
+
+    Also an ``AirflowFailException``: a retry of the sensor would find the same report again,
+    so the task fails without retrying (``soft_fail=True`` turns it into a skip).
+    """
 
 
-def _validate_statuses(name: str, statuses: Any) -> list[str]:
-    if isinstance(statuses, str):
-        statuses = [statuses]
-    values = list(statuses or [])
-    bad = [s for s in values if s not in EXTPIPE_RUN_STATUSES]
-    if bad:
-        raise ValueError(f"{name} has unknown status(es) {bad}; use {', '.join(EXTPIPE_RUN_STATUSES)}.")
-    return values
+def default_created_after(context: Context) -> Any:
+    """Where an extraction-run wait starts when ``created_after`` is not given.
+
+    The DAG run's data interval start, so a backfill run counts the reports of its own
+    interval; else its logical date; else (a run without logical date, Airflow 3) the time the
+    run was due (``dag_run.run_after``) or started. Never the beginning of time.
+    """
+    for key in ("data_interval_start", "logical_date"):
+        value = context.get(key)  # type: ignore[call-overload]
+        if value is not None:
+            return value
+    dag_run = context.get("dag_run")  # type: ignore[call-overload]
+    for attr in ("run_after", "start_date"):
+        value = getattr(dag_run, attr, None)
+        if value is not None:
+            return value
+    raise ValueError("This DAG run has no data interval, logical date or run time to wait from: set "
+                     "created_after (epoch ms, a datetime or an ISO-8601 string).")
 
 
 class CogniteExtractionPipelineRunSensor(_CogniteSensor):
     """Wait until an extraction pipeline reports a run with one of ``statuses`` after a time.
 
-    Fails fast when a run in ``failure_statuses`` arrives first (with its message). Returns the
-    matching run. By default it only counts runs created since the start of the DAG run's data
-    interval, so a backfill run waits for (and finds) reports of its own interval.
+    Each check lists the pipeline's runs with one of ``statuses`` or ``failure_statuses``
+    created at or after ``created_after`` (following every page). The oldest of them decides:
+    one of ``statuses`` -> done, returning that run (``id``, ``externalId``, ``status``,
+    ``message``, ``createdTime``); one of ``failure_statuses`` -> the task fails at once with the
+    run's message and is not retried (see :class:`ExtractionRunFailedError`). Poke and
+    reschedule modes read once per poke; ``deferrable=True`` waits in the triggerer with the
+    same job-watching mechanism.
+
+    By default only runs created since the start of the DAG run's data interval count, so a
+    backfill run waits for (and finds) the reports of its own interval.
 
     :param external_id: the extraction pipeline's external id (templated).
     :param statuses: statuses that satisfy the sensor (default ``("success",)``).
-    :param created_after: epoch ms, datetime or ISO string (templated); default: data interval start.
-    :param failure_statuses: statuses that fail the sensor at once (default ``("failure",)``).
+    :param created_after: epoch ms, a timezone-aware datetime or an ISO-8601 string, inclusive
+        (templated); default :func:`default_created_after` (data interval start).
+    :param failure_statuses: statuses that fail the sensor at once (default ``("failure",)``;
+        ``()`` to ignore failures and keep waiting).
+    :param cognite_conn_id: connection id (conn type ``cognite``).
     """
 
     template_fields: Sequence[str] = ("external_id", "created_after", "cognite_conn_id")
@@ -186,29 +202,23 @@ class CogniteExtractionPipelineRunSensor(_CogniteSensor):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.external_id = external_id if _templated(external_id) else validate_external_id("external_id", external_id)
-        self.statuses = _validate_statuses("statuses", statuses)
-        if not self.statuses:
-            raise ValueError("statuses must name at least one status to wait for.")
-        self.failure_statuses = _validate_statuses("failure_statuses", failure_statuses)
-        overlap = set(self.statuses) & set(self.failure_statuses)
-        if overlap:
-            raise ValueError(f"statuses and failure_statuses overlap on {sorted(overlap)}.")
+        if not _templated(external_id):
+            validate_extpipe_external_id(external_id)
+        # statuses are not templated: check them (and their overlap) now, with a stand-in time
+        ref = extraction_report_ref("-", statuses, failure_statuses, 0)
         if created_after is not None and not _templated(created_after):
             to_epoch_ms(created_after, "created_after")
+        self.external_id = external_id
+        self.statuses = ref["statuses"]
+        self.failure_statuses = ref["failure_statuses"]
         self.created_after = created_after
         self.cognite_conn_id = cognite_conn_id
 
     def job_ref(self, context: Context) -> dict[str, Any]:
         created_after = self.created_after
         if created_after is None:
-            created_after = context.get("data_interval_start") or context.get("logical_date")  # type: ignore[call-overload]
-        return {
-            "external_id": validate_external_id("external_id", self.external_id),
-            "statuses": list(self.statuses),
-            "failure_statuses": list(self.failure_statuses),
-            "created_after": to_epoch_ms(created_after, "created_after") if created_after is not None else 0,
-        }
+            created_after = default_created_after(context)
+        return extraction_report_ref(self.external_id, self.statuses, self.failure_statuses, created_after)
 
     def trigger_class(self) -> type[JobTrigger]:
         from airflow_provider_pipelines.triggers.cognite import CogniteExtractionPipelineRunTrigger
@@ -216,7 +226,14 @@ class CogniteExtractionPipelineRunSensor(_CogniteSensor):
         return CogniteExtractionPipelineRunTrigger
 
     def on_terminal(self, context: Context, ref: dict[str, Any], snap: JobSnapshot) -> Any:
+        run = dict(snap.result.get("run") or {})
         if snap.outcome is Outcome.FAILED:
-            raise JobFailedError(f"Extraction pipeline {ref.get('external_id')!r} reported {snap.state!r} "
-                                 f"first: {snap.message}")
-        return snap.result.get("run", snap.result)
+            awaited = " or ".join(ref.get("statuses", []))
+            raise ExtractionRunFailedError(
+                f"Extraction pipeline {ref.get('external_id')!r} reported {snap.state!r} "
+                f"(run {run.get('id')}, created {ms_to_iso(run.get('createdTime'))}) before any {awaited} "
+                f"run: {snap.message or 'the run has no message'}"
+            )
+        self.log.info("Extraction pipeline %r reported %r (run %s, created %s).", ref.get("external_id"),
+                      snap.state, run.get("id"), ms_to_iso(run.get("createdTime")))
+        return run
