@@ -4,6 +4,10 @@ Tokens are cached per process, keyed by credential (never by the secret itself: 
 it), refreshed ahead of expiry, and fetched once however many callers need one at the same time
 (a thread lock on the sync path, one asyncio lock per event loop on the async path). Triggers of
 one triggerer process therefore share one token per credential.
+
+A failed fetch is shared the same way: callers that were waiting for that fetch get its error
+instead of each asking the token endpoint again (50 triggers with a revoked secret cost one
+token request, not 50). The next caller after that tries again.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from airflow_provider_pipelines._compat import amask_secret, mask_secret
 
@@ -35,10 +39,23 @@ class _Token:
     expires_at: float
 
 
-class TokenCache:
-    """Bearer tokens by credential key, shared by every hook and trigger of the process."""
+@dataclass
+class _Flights:
+    """Per key: how many fetches have finished, and the error of the last one if it failed."""
 
-    def __init__(self) -> None:
+    done: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, BaseException] = field(default_factory=dict)
+
+
+class TokenCache:
+    """Bearer tokens by credential key, shared by every hook and trigger of the process.
+
+    :param clock: a monotonic clock (injectable for tests); expiry is measured on it.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._flights = _Flights()
         self._tokens: dict[str, _Token] = {}
         self._thread_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -52,20 +69,34 @@ class TokenCache:
         with self._guard:
             self._tokens.clear()
             self.fetches.clear()
+            self._flights = _Flights()
 
     def _fresh(self, key: str) -> str | None:
         token = self._tokens.get(key)
-        if token is not None and time.time() < token.refresh_at:
+        if token is not None and self.clock() < token.refresh_at:
             return token.value
         return None
 
     def _store(self, key: str, value: str, expires_in: float) -> str:
-        now = time.time()
+        now = self.clock()
         lifetime = max(float(expires_in), 1.0)
         lead = min(REFRESH_LEAD_SECONDS, lifetime / 2)
         self._tokens[key] = _Token(value, now + lifetime - lead, now + lifetime)
         self.fetches[key] = self.fetches.get(key, 0) + 1
+        self._flights.done[key] = self._flights.done.get(key, 0) + 1
+        self._flights.failed.pop(key, None)
         return value
+
+    def _failed(self, key: str, error: BaseException) -> None:
+        self.fetches[key] = self.fetches.get(key, 0) + 1
+        self._flights.done[key] = self._flights.done.get(key, 0) + 1
+        self._flights.failed[key] = error
+
+    def _shared_failure(self, key: str, seen: int) -> BaseException | None:
+        """The error of a fetch that finished while this caller waited for the lock, if it failed."""
+        if self._flights.done.get(key, 0) != seen:
+            return self._flights.failed.get(key)
+        return None
 
     def _thread_lock(self, key: str) -> threading.Lock:
         with self._guard:
@@ -81,11 +112,19 @@ class TokenCache:
         value = self._fresh(key)
         if value is not None:
             return value
+        seen = self._flights.done.get(key, 0)
         with self._thread_lock(key):
             value = self._fresh(key)
             if value is not None:
                 return value
-            token, expires_in = fetch()
+            shared = self._shared_failure(key, seen)
+            if shared is not None:
+                raise shared
+            try:
+                token, expires_in = fetch()
+            except Exception as err:
+                self._failed(key, err)
+                raise
             mask_secret(token)
             return self._store(key, token, expires_in)
 
@@ -93,11 +132,19 @@ class TokenCache:
         value = self._fresh(key)
         if value is not None:
             return value
+        seen = self._flights.done.get(key, 0)
         async with self._async_lock(key):
             value = self._fresh(key)
             if value is not None:
                 return value
-            token, expires_in = await fetch()
+            shared = self._shared_failure(key, seen)
+            if shared is not None:
+                raise shared
+            try:
+                token, expires_in = await fetch()
+            except Exception as err:
+                self._failed(key, err)
+                raise
             await amask_secret(token)
             return self._store(key, token, expires_in)
 

@@ -128,7 +128,9 @@ class PipelinesHook(BaseHook):
 
     # ---- calls -------------------------------------------------------------------------------
 
-    def call(self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any) -> ApiResponse:
+    def call(
+        self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any
+    ) -> ApiResponse:
         """Send one API call relative to the connection's base URL (sync)."""
         core = self.core
         return core.request(ApiRequest(method, self.url(path), operation, resource, **kw))
@@ -146,12 +148,16 @@ class PipelinesHook(BaseHook):
         """One cheap authenticated call; returns a success message (subclasses implement)."""
         raise NotImplementedError
 
+    def _explain_failure(self, err: ApiError) -> str:
+        """What a failed probe means for the user (subclasses add vendor-specific diagnoses)."""
+        return str(err)
+
     def test_connection(self) -> tuple[bool, str]:
         """Make one cheap authenticated call and say precisely what failed, if anything."""
         try:
             return True, self._probe()
         except ApiError as err:
-            return False, str(err)
+            return False, self._explain_failure(err)
         except AirflowException as err:
             return False, str(err)
         except Exception as err:

@@ -25,35 +25,28 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http.cookiejar
+import ipaddress
 import json
 import logging
+import math
 import random
 import re
 import threading
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Protocol
 
-import requests
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    Retrying,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_before_delay,
-)
+from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception_type
 
 from airflow_provider_pipelines._compat import AirflowException
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     import aiohttp
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +59,7 @@ ASYNC_CONNECTIONS_PER_HOST = 64
 #: Longest excerpt of an unparseable body quoted in an error.
 BODY_EXCERPT_CHARS = 200
 
-_LOOPBACK_HOSTS = frozenset({"localhost", "::1", "[::1]"})
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
 # --------------------------------------------------------------------------------------------
@@ -105,34 +98,68 @@ class HttpSettings:
         for key, kind in cls.EXTRA_KEYS:
             if extra.get(key) in (None, ""):
                 continue
-            raw = extra[key]
-            try:
-                value = kind(raw)
-            except (TypeError, ValueError):
-                raise AirflowException(
-                    f"Connection {conn_id!r}: extra {key!r} must be a {kind.__name__}, got {raw!r}."
-                ) from None
-            if value <= 0:
-                raise AirflowException(f"Connection {conn_id!r}: extra {key!r} must be > 0, got {raw!r}.")
-            values[key] = value
+            values[key] = _positive_number(extra[key], kind, f"Connection {conn_id!r}: extra {key!r}")
         ca_bundle = extra.get("ca_bundle")
-        verify_ssl = extra.get("verify_ssl", True)
-        if isinstance(verify_ssl, str):
-            verify_ssl = verify_ssl.strip().lower() not in ("false", "0", "no")
+        verify_ssl = _flag(extra.get("verify_ssl", True), f"Connection {conn_id!r}: extra 'verify_ssl'")
+        if ca_bundle not in (None, "") and not isinstance(ca_bundle, str):
+            raise AirflowException(
+                f"Connection {conn_id!r}: extra 'ca_bundle' must be the path of a CA bundle file, "
+                f"got {ca_bundle!r}."
+            )
         if ca_bundle:
-            values["verify"] = str(ca_bundle)
+            values["verify"] = ca_bundle
         elif not verify_ssl:
             log.warning("Connection %r disables TLS certificate verification (verify_ssl=false).", conn_id)
             values["verify"] = False
         return replace(cls(), **values)
 
 
+def _positive_number(raw: Any, kind: type, what: str) -> Any:
+    """``raw`` as a positive, finite ``int``/``float`` (strings accepted), or a clear error."""
+    number: float
+    if isinstance(raw, bool):
+        number = math.nan  # true/false is never a number of seconds or attempts
+    else:
+        try:
+            number = float(str(raw).strip()) if isinstance(raw, str) else float(raw)
+        except (TypeError, ValueError):
+            number = math.nan
+    if not math.isfinite(number) or (kind is int and not number.is_integer()):
+        raise AirflowException(f"{what} must be {'an integer' if kind is int else 'a number'}, got {raw!r}.")
+    if number <= 0:
+        raise AirflowException(f"{what} must be > 0, got {raw!r}.")
+    return int(number) if kind is int else number
+
+
+def _flag(raw: Any, what: str) -> bool:
+    """A boolean from a JSON bool or the usual string spellings, or a clear error."""
+    if isinstance(raw, bool):
+        return raw
+    if raw is None or raw == "":
+        return True
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise AirflowException(f"{what} must be true or false, got {raw!r}.")
+
+
 def is_loopback_host(host: str | None) -> bool:
-    """Whether ``host`` is this machine (where plain HTTP is allowed, e.g. for the sandbox)."""
+    """Whether ``host`` is this machine (where plain HTTP is allowed, e.g. for the sandbox).
+
+    Only ``localhost`` and literal loopback addresses (``127.0.0.0/8``, ``::1``) count: a name
+    such as ``127.example.com`` is not loopback.
+    """
     if not host:
         return False
     host = host.strip("[]").lower()
-    return host in _LOOPBACK_HOSTS or host == "::1" or host.startswith("127.")
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def require_https(url: str, *, conn_id: str, field_name: str = "host") -> str:
@@ -259,7 +286,7 @@ def _rebuild_api_error(cls: type[ApiError], state: dict[str, Any]) -> ApiError:
     return err
 
 
-class _Transient(Exception):  # noqa: N818 - internal retry signal
+class _Transient(Exception):  # an internal retry signal, not an error
     """Internal: an attempt failed in a way the policy retries."""
 
     def __init__(self, error: ApiError, *, immediate: bool = False) -> None:
@@ -301,9 +328,27 @@ class ApiRequest:
         return self.method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS")
 
 
+class ResponseHeaders(dict[str, str]):
+    """Response headers with lower-case keys and case-insensitive lookups (both paths alike)."""
+
+    def __init__(self, headers: Mapping[str, str] | Iterable[tuple[str, str]] = ()) -> None:
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        super().__init__((str(k).lower(), str(v)) for k, v in items)
+
+    def __getitem__(self, key: str) -> str:
+        return super().__getitem__(key.lower())
+
+    def __contains__(self, key: object) -> bool:
+        return super().__contains__(key.lower() if isinstance(key, str) else key)
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(key.lower(), default)
+
+
 @dataclass
 class ApiResponse:
     status: int
+    #: case-insensitive (``resp.headers["Location"]`` and ``["location"]`` both work)
     headers: dict[str, str]
     body: Any
     text: str
@@ -340,9 +385,12 @@ class Auth(Protocol):
 
 @dataclass
 class _CallState:
+    started: float = 0.0
     refreshed: bool = False
     attempts: int = 0
     sent_headers: dict[str, str] = field(default_factory=dict)
+    #: values of the auth headers sent (redacted from every error text)
+    auth_values: list[str] = field(default_factory=list)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -351,9 +399,11 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
         return None
     value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -394,8 +444,29 @@ def _new_session() -> aiohttp.ClientSession:
     global _sessions_created
     _sessions_created += 1
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=ASYNC_CONNECTIONS_PER_HOST, keepalive_timeout=60)
-    # no session-wide timeout: every request sets its own
-    return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None))
+    # No session-wide timeout: every request sets its own. No cookies: the session is shared by
+    # every hook (and credential) of the loop, and none of the vendor APIs is cookie-based.
+    return aiohttp.ClientSession(
+        connector=connector, timeout=aiohttp.ClientTimeout(total=None), cookie_jar=aiohttp.DummyCookieJar()
+    )
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy for ``url`` from ``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY``.
+
+    The sync path (requests) reads these variables itself; the async path passes this value
+    per request, so a triggerer behind a proxy reaches the same hosts as a worker.
+    """
+    import urllib.request
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]
+    if not proxy or bypass(parts.netloc.rsplit("@", 1)[-1], proxies):
+        return None
+    return proxy
 
 
 def _loop_session() -> _LoopSession:
@@ -407,19 +478,26 @@ def _loop_session() -> _LoopSession:
     return entry
 
 
-@asynccontextmanager
-async def shared_session_scope() -> AsyncIterator[aiohttp.ClientSession]:
+class shared_session_scope:  # used like a function: ``async with shared_session_scope() as session``
     """Use this loop's shared session for a while (e.g. a trigger's whole ``run()``).
 
     The session is created lazily and closed when the last scope of the loop exits, so a
     triggerer with thousands of triggers keeps one pool of keep-alive connections, and a
     short-lived loop (``asyncio.run`` in a test or ``airflow dags test``) closes it cleanly.
+
+    A plain class rather than ``@asynccontextmanager``: every request enters a scope, and a
+    generator-based context manager costs an async generator (and its loop bookkeeping) each time.
     """
-    entry = _loop_session()
-    entry.users += 1
-    try:
-        yield entry.session
-    finally:
+
+    __slots__ = ("_entry",)
+
+    async def __aenter__(self) -> aiohttp.ClientSession:
+        entry = self._entry = _loop_session()
+        entry.users += 1
+        return entry.session
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        entry = self._entry
         entry.users -= 1
         if entry.users == 0 and not entry.session.closed:
             await entry.session.close()
@@ -452,7 +530,11 @@ def _aiohttp_ssl(verify: bool | str) -> Any:
 
 
 class HttpCore:
-    """Sends :class:`ApiRequest` objects with the provider's retry, timeout and error rules."""
+    """Sends :class:`ApiRequest` objects with the provider's retry, timeout and error rules.
+
+    ``sleep``/``asleep``/``clock`` default to :func:`time.sleep`, :func:`asyncio.sleep` and
+    :func:`time.monotonic`; tests inject fakes to check back-off and time budgets without waiting.
+    """
 
     def __init__(
         self,
@@ -461,14 +543,24 @@ class HttpCore:
         auth: Auth | None = None,
         redactor: Redactor | None = None,
         default_headers: Mapping[str, str] | None = None,
+        *,
+        sleep: Callable[[float], None] | None = None,
+        asleep: Callable[[float], Awaitable[None]] | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self.profile = profile
         self.settings = settings
         self.auth = auth
         self.redact = redactor or Redactor()
         self.default_headers = dict(default_headers or {})
+        self.sleep: Callable[[float], None] = sleep or _sleep
+        self.asleep: Callable[[float], Awaitable[None]] = asleep or _asleep
+        self.clock: Callable[[], float] = clock or _monotonic
         self._session: requests.Session | None = None
         self._session_lock = threading.Lock()
+        #: async path: the environment's proxy per origin, read once for the life of this core
+        self._proxies: dict[str, str | None] = {}
+        self._atimeout: aiohttp.ClientTimeout | None = None
 
     # ---- retry plumbing shared by both paths ------------------------------------------------
 
@@ -479,7 +571,8 @@ class HttpCore:
                 return 0.0
             if exc.error.retry_after is not None:
                 return min(exc.error.retry_after, self.settings.retry_after_max)
-        ceiling = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (retry_state.attempt_number - 1))
+        exponential = self.settings.backoff_base * 2 ** (retry_state.attempt_number - 1)
+        ceiling = min(self.settings.backoff_max, exponential)
         return random.uniform(0, ceiling)
 
     def _before_sleep(self, retry_state: RetryCallState) -> None:
@@ -489,10 +582,20 @@ class HttpCore:
             log.warning("%s; retrying in %.1f s (attempt %d of %d)", exc.error, sleep,
                         retry_state.attempt_number + 1, self.settings.max_attempts)
 
-    def _retry_kwargs(self) -> dict[str, Any]:
+    def _stop(self, state: _CallState) -> Callable[[RetryCallState], bool]:
+        """Stop after ``max_attempts`` attempts, or when the next wait would end past the time budget."""
+
+        def stop(retry_state: RetryCallState) -> bool:
+            if retry_state.attempt_number >= self.settings.max_attempts:
+                return True
+            elapsed = self.clock() - state.started
+            return elapsed + (retry_state.upcoming_sleep or 0.0) >= self.settings.max_retry_seconds
+
+        return stop
+
+    def _retry_kwargs(self, state: _CallState) -> dict[str, Any]:
         return {
-            "stop": stop_after_attempt(self.settings.max_attempts)
-            | stop_before_delay(self.settings.max_retry_seconds),
+            "stop": self._stop(state),
             "wait": self._wait,
             "retry": retry_if_exception_type(_Transient),
             "before_sleep": self._before_sleep,
@@ -507,13 +610,19 @@ class HttpCore:
         headers.update(auth_headers)
         return headers
 
+    def _redact(self, text: str, state: _CallState) -> str:
+        for value in state.auth_values:
+            text = text.replace(value, "***")
+        return self.redact(text)
+
     def _error(self, req: ApiRequest, state: _CallState, **kwargs: Any) -> ApiError:
         message = kwargs.pop("vendor_message", "")
         return ApiError(
             vendor=self.profile.name,
             operation=req.operation,
             resource=req.resource,
-            vendor_message=self.redact(message),
+            vendor_message=self._redact(message, state),
+            attempts=max(1, state.attempts),
             **kwargs,
         )
 
@@ -534,7 +643,8 @@ class HttpCore:
         if 200 <= status < 300 or status in req.allow_statuses:
             if parse_failed and req.expect_json and 200 <= status < 300:
                 err = self._error(
-                    req, state, vendor_message=f"the response is not valid JSON: {_excerpt(text)!r}",
+                    req, state,
+                    vendor_message=f"the response is not valid JSON: {_excerpt(self._redact(text, state))!r}",
                     retryable=req.is_idempotent, ambiguous=not req.is_idempotent, **ids,
                 )
                 if req.is_idempotent:
@@ -543,17 +653,22 @@ class HttpCore:
             body_error = self.profile.body_error(body) if 200 <= status < 300 else None
             if body_error is not None:
                 raise self._error(req, state, vendor_message=body_error, **ids)
-            return ApiResponse(status, dict(headers), body, text, request_id)
+            return ApiResponse(status, ResponseHeaders(headers), body, text, request_id)
 
         message = self.profile.error_message(status, body, text) if not parse_failed else ""
         if not message:
-            message = f"{_excerpt(text)!r}" if text.strip() else "(empty body)"
+            # redact before cutting, so a secret straddling the cut cannot leak in part
+            message = f"{_excerpt(self._redact(text, state))!r}" if text.strip() else "(empty body)"
 
-        if status == 401 and req.authenticated and self.auth is not None and not state.refreshed:
-            state.refreshed = True
-            if self.auth.invalidate(state.sent_headers):
-                log.info("%s answered 401 to %s; refreshing the token once.", self.profile.name, req.operation)
-                raise _Transient(self._error(req, state, vendor_message=message, **ids), immediate=True)
+        if status == 401 and req.authenticated and self.auth is not None:
+            if not state.refreshed:
+                state.refreshed = True
+                if self.auth.invalidate(state.sent_headers):
+                    log.info("%s answered 401 to %s; refreshing the token once.",
+                             self.profile.name, req.operation)
+                    raise _Transient(self._error(req, state, vendor_message=message, **ids), immediate=True)
+            else:
+                message += " (still refused after one token refresh: check the credentials and their access)"
 
         retry_after = parse_retry_after(headers.get("retry-after") or headers.get("Retry-After"))
         retryable = status in ALWAYS_RETRYABLE_STATUSES or (
@@ -571,9 +686,13 @@ class HttpCore:
         self, req: ApiRequest, state: _CallState, exc: BaseException, *, reached_server: bool, what: str
     ) -> _Transient | ApiError:
         retryable = (not reached_server) or req.is_idempotent
+        # no response: a profile may still name the ids we sent (e.g. HERE's X-Request-ID), which
+        # is what the vendor's support needs to find an ambiguous request
+        request_id, correlation_id = self.profile.request_ids({}, state.sent_headers)
         err = self._error(
             req, state, vendor_message=f"{what}: {type(exc).__name__}: {exc}",
             retryable=retryable, ambiguous=reached_server and not req.is_idempotent,
+            request_id=request_id, correlation_id=correlation_id,
         )
         return _Transient(err) if retryable else err
 
@@ -584,9 +703,13 @@ class HttpCore:
 
     @property
     def session(self) -> requests.Session:
+        import requests.adapters  # lazily, like aiohttp: DAG files that import operators never pay for it
+
         with self._session_lock:
             if self._session is None:
                 session = requests.Session()
+                # stateless like the async path: no cookies kept between calls
+                session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
                 adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=16, max_retries=0)
                 session.mount("https://", adapter)
                 session.mount("http://", adapter)
@@ -600,28 +723,38 @@ class HttpCore:
 
     def request(self, req: ApiRequest) -> ApiResponse:
         """Send ``req`` synchronously with the retry policy; raise :class:`ApiError` on failure."""
-        state = _CallState()
+        state = _CallState(started=self.clock())
         try:
-            for attempt in Retrying(**self._retry_kwargs()):
+            try:  # the first attempt runs outside tenacity: see _FirstFailure
+                return self._attempt(req, state)
+            except _Transient as exc:
+                first = _FirstFailure(exc)
+            for attempt in Retrying(sleep=self.sleep, **self._retry_kwargs(state)):
                 with attempt:
+                    first.replay()
                     return self._attempt(req, state)
         except _Transient as exc:
             raise self._finish(exc, state) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _attempt(self, req: ApiRequest, state: _CallState) -> ApiResponse:
+        import requests
+
         state.attempts += 1
         auth_headers = self.auth.headers() if (req.authenticated and self.auth) else {}
         headers = self._headers(req, auth_headers)
         state.sent_headers = headers
+        state.auth_values = _credentials(auth_headers)
         try:
             resp = self.session.request(
-                req.method, req.url, params=req.params, json=req.json, data=req.data, headers=headers,
+                req.method, req.url, params=_query(req.params), json=req.json, data=req.data, headers=headers,
                 timeout=(self.settings.connect_timeout, self.settings.read_timeout),
                 allow_redirects=False, verify=self.settings.verify,
             )
         except (requests.exceptions.ConnectTimeout, requests.exceptions.SSLError) as exc:
-            raise self._transport_error(req, state, exc, reached_server=False, what="could not connect") from None
+            raise self._transport_error(
+                req, state, exc, reached_server=False, what="could not connect"
+            ) from None
         except requests.exceptions.ReadTimeout as exc:
             raise self._transport_error(
                 req, state, exc, reached_server=True,
@@ -641,49 +774,127 @@ class HttpCore:
 
     async def arequest(self, req: ApiRequest) -> ApiResponse:
         """Send ``req`` on this loop's shared aiohttp session with the same policy."""
-        state = _CallState()
+        state = _CallState(started=self.clock())
         async with shared_session_scope() as session:
             try:
-                async for attempt in AsyncRetrying(**self._retry_kwargs()):
+                try:  # the first attempt runs outside tenacity: see _FirstFailure
+                    return await self._aattempt(session, req, state)
+                except _Transient as exc:
+                    first = _FirstFailure(exc)
+                async for attempt in AsyncRetrying(sleep=self.asleep, **self._retry_kwargs(state)):
                     with attempt:
+                        first.replay()
                         return await self._aattempt(session, req, state)
             except _Transient as exc:
                 raise self._finish(exc, state) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _aattempt(self, session: aiohttp.ClientSession, req: ApiRequest, state: _CallState) -> ApiResponse:
+    def _proxy(self, url: str) -> str | None:
+        """:func:`env_proxy` of ``url``'s origin, cached: reading the environment costs ~100 us."""
+        origin = "/".join(url.split("/", 3)[:3])
+        try:
+            return self._proxies[origin]
+        except KeyError:
+            proxy = self._proxies[origin] = env_proxy(origin)
+            return proxy
+
+    async def _aattempt(
+        self, session: aiohttp.ClientSession, req: ApiRequest, state: _CallState
+    ) -> ApiResponse:
         import aiohttp
 
         state.attempts += 1
         auth_headers = await self.auth.aheaders() if (req.authenticated and self.auth) else {}
         headers = self._headers(req, auth_headers)
         state.sent_headers = headers
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
-        )
-        params = {k: _query_value(v) for k, v in (req.params or {}).items() if v is not None}
+        state.auth_values = _credentials(auth_headers)
+        timeout = self._atimeout
+        if timeout is None:  # per request, never session-wide; immutable, so built once per core
+            timeout = self._atimeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
+            )
         try:
             async with session.request(
-                req.method, req.url, params=params or None, json=req.json, data=req.data, headers=headers,
+                req.method, req.url, params=_query(req.params), json=req.json, data=req.data, headers=headers,
                 timeout=timeout, allow_redirects=False, ssl=_aiohttp_ssl(self.settings.verify),
+                proxy=self._proxy(req.url),
             ) as resp:
-                text = await resp.text()
+                # like requests: undecodable bytes become U+FFFD instead of an exception
+                text = await resp.text(errors="replace")
                 return self._classify(req, state, resp.status, resp.headers, text)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-            raise self._transport_error(req, state, exc, reached_server=False, what="could not connect") from None
+            raise self._transport_error(
+                req, state, exc, reached_server=False, what="could not connect"
+            ) from None
         except (asyncio.TimeoutError, aiohttp.SocketTimeoutError) as exc:
             raise self._transport_error(
                 req, state, exc, reached_server=True,
                 what=f"no answer within the read timeout of {self.settings.read_timeout:g} s",
             ) from None
         except aiohttp.ClientError as exc:
-            raise self._transport_error(req, state, exc, reached_server=True, what="connection dropped") from None
+            raise self._transport_error(
+                req, state, exc, reached_server=True, what="connection dropped"
+            ) from None
 
 
 def _query_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return [_query_value(v) for v in value]
     return value
+
+
+def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """Query parameters encoded the same way on both paths (``None`` dropped, booleans lower case)."""
+    out = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+    return out or None
+
+
+def _credentials(auth_headers: Mapping[str, str]) -> list[str]:
+    """The secret parts of auth headers: whole values, and what follows a scheme ("Bearer <token>")."""
+    values: list[str] = []
+    for value in auth_headers.values():
+        if not value:
+            continue
+        values.append(value)
+        credential = value.partition(" ")[2]
+        if credential.strip() and len(credential.strip()) >= 3:
+            values.append(credential.strip())
+    return sorted(set(values), key=len, reverse=True)
+
+
+class _FirstFailure:
+    """The failed first attempt of a call, re-raised inside tenacity's loop as its attempt 1.
+
+    Every call's first attempt runs outside tenacity, because a tenacity ``Retrying`` object
+    and its per-call state form reference cycles that only Python's cyclic garbage collector
+    frees (about 40 objects per call). In a triggerer polling thousands of jobs that garbage
+    made full collections frequent and long (loop stalls of seconds at 5,000 triggers; see
+    ``docs/performance.md``). A call that needs a retry replays its first failure through
+    :meth:`replay`, so attempt count, waits, ``Retry-After``, time budget and log lines are
+    exactly tenacity's.
+    """
+
+    def __init__(self, error: _Transient) -> None:
+        self.error: _Transient | None = error
+
+    def replay(self) -> None:
+        error, self.error = self.error, None
+        if error is not None:
+            raise error
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def _asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
+
+
+def _monotonic() -> float:
+    return time.monotonic()
 
 
 def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import random
 import time
 from abc import ABC, abstractmethod
@@ -88,6 +89,11 @@ class JobKind(ABC):
     #: whether the vendor API can cancel this job
     cancellable: ClassVar[bool] = False
 
+    @property
+    def title(self) -> str:
+        """:attr:`label` for the start of a sentence (``str.capitalize`` would turn "HERE" into "Here")."""
+        return self.label[:1].upper() + self.label[1:]
+
     @abstractmethod
     def describe(self, ref: dict[str, Any]) -> str:
         """Human description of the job, e.g. ``"pipeline 7 run 42"``."""
@@ -148,6 +154,13 @@ class PollPolicy:
         validate_positive("poll_interval", self.interval)
         if self.max_interval is not None:
             validate_positive("max_poll_interval", self.max_interval)
+        if not (isinstance(self.growth, (int, float)) and math.isfinite(self.growth) and self.growth >= 1):
+            raise ValueError(f"growth must be a finite number >= 1, got {self.growth!r}.")
+        if not (isinstance(self.jitter, (int, float)) and 0 <= self.jitter < 1):
+            raise ValueError(f"jitter must be a fraction in [0, 1), got {self.jitter!r}.")
+        if isinstance(self.max_poll_errors, bool) or not isinstance(self.max_poll_errors, int) \
+                or self.max_poll_errors < 0:
+            raise ValueError(f"max_poll_errors must be an integer >= 0, got {self.max_poll_errors!r}.")
 
     @property
     def ceiling(self) -> float:
@@ -162,30 +175,52 @@ class PollPolicy:
         return max(0.0, seconds * (1 + random.uniform(-self.jitter, self.jitter)))
 
     def first_delay(self) -> float:
-        """A random first delay so triggers resumed together do not poll in lockstep."""
-        return random.uniform(0, self.interval * self.jitter * 2)
+        """A random first delay, uniform over one interval, so triggers resumed together do not
+        poll in lockstep: after a triggerer restart their polls are spread evenly at once (a
+        spread over a fraction of the interval kept 5,000 triggers polling within the same second
+        of every interval, see ``docs/performance.md``). Never later than a regular poll, and the
+        operators and sensors check the status once before they defer. ``jitter=0``: no delay.
+        """
+        return random.uniform(0, self.interval) if self.jitter > 0 else 0.0
 
     def to_kwargs(self) -> dict[str, Any]:
         return {"poll_interval": self.interval, "max_poll_interval": self.max_interval}
 
 
 def validate_positive(name: str, value: Any, *, allow_none: bool = False) -> None:
-    """Fail with a clear message when ``value`` is not a positive number of seconds."""
+    """Fail with a clear message when ``value`` is not a positive, finite number of seconds."""
     if value is None and allow_none:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and value > 0 and math.isfinite(value)):
         raise ValueError(f"{name} must be a positive number of seconds, got {value!r}.")
+
+
+# Indirections so tests can replace the clock and the sleeps of both loops without touching
+# the global ``time``/``asyncio`` modules.
+def _now() -> float:
+    return time.time()
+
+
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+async def _asleep(seconds: float) -> None:
+    await asyncio.sleep(seconds)
 
 
 class _Watch:
     """The state machine behind both loops (so the sync and async loops cannot drift)."""
 
-    def __init__(self, kind: JobKind, ref: dict[str, Any], policy: PollPolicy, deadline: float | None) -> None:
+    def __init__(
+        self, kind: JobKind, ref: dict[str, Any], policy: PollPolicy, deadline: float | None
+    ) -> None:
         self.kind = kind
         self.ref = ref
         self.policy = policy
         self.deadline = deadline
-        self.started = time.time()
+        self.started = _now()
         self.last: JobSnapshot | None = None
         self.errors = 0
         self.interval = policy.interval
@@ -194,7 +229,7 @@ class _Watch:
         """``None`` when terminal, else seconds to sleep (raises on timeout)."""
         self.errors = 0
         if self.last is None or self.last.state != snap.state:
-            log.info("%s %s is %s.", self.kind.label.capitalize(), self.kind.describe(self.ref), snap.state)
+            log.info("%s %s is %s.", self.kind.title, self.kind.describe(self.ref), snap.state)
         self.last = snap
         if snap.terminal:
             return None
@@ -204,11 +239,12 @@ class _Watch:
         self.errors += 1
         if not err.retryable or self.errors > self.policy.max_poll_errors:
             raise err
-        log.warning("Polling %s %s failed (%s); will poll again.", self.kind.label, self.kind.describe(self.ref), err)
+        log.warning("Polling %s %s failed (%s); will poll again.",
+                    self.kind.label, self.kind.describe(self.ref), err)
         return self._sleep(err.retry_after)
 
     def _sleep(self, retry_after: float | None) -> float:
-        now = time.time()
+        now = _now()
         if self.deadline is not None and now >= self.deadline:
             raise JobTimeoutError(
                 self.kind.timeout_message(self.ref, self.last, now - self.started), self.last
@@ -235,7 +271,7 @@ def wait_for_job(
     delay = watch.on_snapshot(first) if first is not None else 0.0
     while delay is not None:
         if delay:
-            time.sleep(delay)
+            _sleep(delay)
         try:
             delay = watch.on_snapshot(kind.read(hook, ref))
         except ApiError as err:
@@ -257,10 +293,10 @@ async def awatch_job(
     watch = _Watch(kind, ref, policy, deadline)
     delay: float | None = policy.first_delay() if jitter_first else 0.0
     if deadline is not None and delay:
-        delay = min(delay, max(0.0, deadline - time.time()))
+        delay = min(delay, max(0.0, deadline - _now()))
     while delay is not None:
         if delay:
-            await asyncio.sleep(delay)
+            await _asleep(delay)
         try:
             delay = watch.on_snapshot(await kind.aread(hook, ref))
         except ApiError as err:
@@ -280,4 +316,5 @@ def snapshot_from_event(event: dict[str, Any] | None, kind: JobKind) -> JobSnaps
     if status == "error":
         raise AirflowException(message or f"Waiting for the {kind.label} failed.")
     outcome = Outcome.SUCCESS if status == "success" else Outcome.FAILED
-    return JobSnapshot(str(event.get("state", "")), outcome, event.get("message"), dict(event.get("result") or {}))
+    result = dict(event.get("result") or {})
+    return JobSnapshot(str(event.get("state", "")), outcome, event.get("message"), result)

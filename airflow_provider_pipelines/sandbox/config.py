@@ -378,7 +378,12 @@ def merge_config(base: Mapping[str, Any], patch: Mapping[str, Any] | None) -> di
 
 
 def resource_knobs(section: Mapping[str, Any], map_key: str, *keys: str | int | None) -> dict[str, Any]:
-    """The knobs of one resource: the section's ``default`` overlaid with the first matching override."""
+    """The knobs of one resource: the section's ``default`` overlaid with every matching override.
+
+    Overrides are applied in the order of ``keys`` (e.g. external id, then numeric id), so a
+    resource configured by either of its keys gets that configuration, and the later key wins
+    where both set the same knob.
+    """
     knobs = copy.deepcopy(dict(section["default"]))
     overrides = section.get(map_key, {})
     for key in keys:
@@ -387,7 +392,6 @@ def resource_knobs(section: Mapping[str, Any], map_key: str, *keys: str | int | 
         override = overrides.get(str(key))
         if override is not None:
             knobs.update(copy.deepcopy(override))
-            break
     for name in DURATION_KEYS & knobs.keys():
         value = knobs[name]
         if isinstance(value, str) or (isinstance(value, float) and math.isinf(value)):
