@@ -104,7 +104,9 @@ def test_entry_point_resolves_to_the_function_after_the_module_is_imported() -> 
     from importlib.metadata import entry_points
 
     importlib.import_module("airflow_provider_pipelines.get_provider_info")
-    (ep,) = [e for e in entry_points(group="apache_airflow_provider") if e.value.startswith("airflow_provider_pipelines")]
+    group = entry_points(group="apache_airflow_provider")
+    ours = [e for e in group if e.value.startswith("airflow_provider_pipelines")]
+    (ep,) = ours
     assert ep.load()() == INFO
 
 
