@@ -36,12 +36,20 @@ CONNECTION_UI: dict[str, dict[str, Any]] = {
     "edge_impulse": {
         "hidden-fields": ["schema", "port", "login"],
         "relabeling": {"host": "Studio URL", "password": "API key"},
-        "placeholders": {"host": "https://studio.edgeimpulse.com", "password": "ei_... (organization API key)"},
-        "conn-fields": {},
+        "placeholders": {"host": "https://studio.edgeimpulse.com",
+                         "password": "ei_... (organization API key)",
+                         "extra": '{"organization_id": 1}'},
+        "conn-fields": {
+            "organization_id": {"label": "Organization ID",
+                                "description": "Optional: the organization the key belongs to; "
+                                               "used by Test connection.",
+                                "schema": {"type": ["integer", "null"]}},
+        },
     },
     "here_platform": {
         "hidden-fields": ["schema", "port"],
-        "relabeling": {"host": "Pipeline API base URL", "login": "Access key ID", "password": "Access key secret"},
+        "relabeling": {"host": "Pipeline API base URL", "login": "Access key ID",
+                       "password": "Access key secret"},
         "placeholders": {
             "host": "https://pipelines.api.platform.here.com/pipeline-service",
             "login": "here.access.key.id",
@@ -51,8 +59,15 @@ CONNECTION_UI: dict[str, dict[str, Any]] = {
             "token_endpoint_url": {"label": "Token endpoint URL",
                                    "description": "here.token.endpoint.url (default https://account.api.here.com/oauth2/token).",
                                    "schema": {"type": ["string", "null"]}},
-            "scope": {"label": "Project scope (HRN)", "description": "here.token.scope, e.g. hrn:here:authorization::org:project/p.",
+            "scope": {"label": "Project scope (HRN)",
+                      "description": "here.token.scope, e.g. hrn:here:authorization::org:project/p.",
                       "schema": {"type": ["string", "null"]}},
+            "credentials_properties": {
+                "label": "credentials.properties",
+                "description": "Optional: the whole credentials.properties text; fills the access key, token "
+                               "endpoint and scope fields left empty.",
+                "schema": {"type": ["string", "null"], "format": "password"},
+            },
         },
     },
 }
@@ -84,6 +99,11 @@ _MODULES: dict[str, dict[str, list[str]]] = {
                  "edge_impulse": ["airflow_provider_pipelines.triggers.edge_impulse"],
                  "here": ["airflow_provider_pipelines.triggers.here"]},
 }
+
+#: Airflow notifiers (``BaseNotifier``): callbacks usable as ``on_*_callback`` of tasks and DAGs.
+NOTIFICATIONS = [
+    "airflow_provider_pipelines.callbacks.cognite.CogniteExtractionPipelineRunCallback",
+]
 
 EXTRA_LINKS = [
     "airflow_provider_pipelines.links.CogniteEntityMatchingRunLink",
@@ -140,4 +160,5 @@ def get_provider_info() -> dict[str, Any]:
             for conn_type, (hook, name) in _HOOKS.items()
         ],
         "extra-links": list(EXTRA_LINKS),
+        "notifications": list(NOTIFICATIONS),
     }
