@@ -27,11 +27,6 @@ try:  # Airflow >= 3.1
 except ImportError:  # pragma: no cover - Airflow 3.0: airflow.sdk's lazy map names a module that is missing
     from airflow.sdk.bases.notifier import BaseNotifier  # type: ignore[no-redef,attr-defined]
 
-try:  # Airflow >= 3.1 (the airflow.exceptions alias is deprecated there)
-    from airflow.sdk.exceptions import AirflowSensorTimeout
-except ImportError:  # pragma: no cover - Airflow 3.0
-    from airflow.exceptions import AirflowSensorTimeout  # type: ignore[no-redef]
-
 try:  # Airflow >= 3.1
     from airflow.sdk.configuration import conf
 except ImportError:  # pragma: no cover - Airflow 3.0

@@ -25,7 +25,8 @@ CONNECTION_UI: dict[str, dict[str, Any]] = {
         "conn-fields": {
             "project": {"label": "CDF project", "description": "The CDF project name (required).",
                         "schema": {"type": ["string", "null"]}},
-            "token_url": {"label": "Token URL", "description": "OAuth 2.0 token endpoint of your identity provider.",
+            "token_url": {"label": "Token URL",
+                          "description": "OAuth 2.0 token endpoint of your identity provider.",
                           "schema": {"type": ["string", "null"]}},
             "scopes": {"label": "Scopes", "description": "Space-separated; default {host}/.default.",
                        "schema": {"type": ["string", "null"]}},

@@ -167,4 +167,11 @@ def push_xcom(context: Context, key: str, value: Any) -> None:
         ti.xcom_push(key=key, value=value)
 
 
-__all__ = ["DEFAULT_TIMEOUT", "BaseOperator", "JobOperatorMixin", "as_seconds", "default_deferrable", "push_xcom"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "BaseOperator",
+    "JobOperatorMixin",
+    "as_seconds",
+    "default_deferrable",
+    "push_xcom",
+]

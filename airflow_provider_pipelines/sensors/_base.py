@@ -7,7 +7,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import PokeReturnValue
 
-from airflow_provider_pipelines._compat import AirflowSensorTimeout, BaseSensorOperator
+from airflow_provider_pipelines._compat import (
+    AirflowException,
+    AirflowSensorTimeout,
+    AirflowSkipException,
+    BaseSensorOperator,
+)
 from airflow_provider_pipelines.jobs.base import (
     JobFailedError,
     JobKind,
@@ -87,7 +92,7 @@ class JobSensor(BaseSensorOperator):
         hook = self.make_hook()
         snap = self.kind.read(hook, ref)
         if snap.terminal:
-            return self.on_terminal(context, ref, snap)
+            return self._deferred_terminal(context, ref, snap)
         trigger = self.trigger_class()(
             conn_id=self.conn_id,
             ref=ref,
@@ -101,6 +106,19 @@ class JobSensor(BaseSensorOperator):
         try:
             snap = snapshot_from_event(event, self.kind)
         except JobTimeoutError as err:
+            if self.soft_fail:
+                raise AirflowSkipException(f"{err} (soft_fail=True: skipping)") from None
             raise AirflowSensorTimeout(str(err)) from None
         ref = dict((event or {}).get("ref") or {})
-        return self.on_terminal(context, ref, snap)
+        return self._deferred_terminal(context, ref, snap)
+
+    def _deferred_terminal(self, context: Context, ref: dict[str, Any], snap: JobSnapshot) -> Any:
+        """:meth:`on_terminal` with ``soft_fail`` honoured, as poke mode does through the base class."""
+        try:
+            return self.on_terminal(context, ref, snap)
+        except AirflowSkipException:
+            raise
+        except AirflowException as err:
+            if self.soft_fail:
+                raise AirflowSkipException(f"{err} (soft_fail=True: skipping)") from err
+            raise
