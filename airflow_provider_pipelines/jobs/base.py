@@ -258,6 +258,24 @@ class _Watch:
         return sleep
 
 
+def read_once(
+    kind: JobKind, hook: PipelinesHook, ref: dict[str, Any]
+) -> tuple[JobSnapshot | None, ApiError | None]:
+    """One status read before waiting: ``(snapshot, None)``, or ``(None, error)`` for a retryable error.
+
+    The read before the wait is a poll like the others: a transient failure there (after the
+    HTTP core's own retries) must not fail a task whose job is running. Hand the error to
+    :func:`wait_for_job` (``first_error``), which counts it like any failed poll; a deferring
+    task simply defers and lets its trigger read again. Other errors are raised.
+    """
+    try:
+        return kind.read(hook, ref), None
+    except ApiError as err:
+        if not err.retryable:
+            raise
+        return None, err
+
+
 def wait_for_job(
     kind: JobKind,
     hook: PipelinesHook,
@@ -265,10 +283,19 @@ def wait_for_job(
     policy: PollPolicy,
     deadline: float | None,
     first: JobSnapshot | None = None,
+    first_error: ApiError | None = None,
 ) -> JobSnapshot:
-    """Poll in the worker until the job is terminal; raise :class:`JobTimeoutError` at the deadline."""
+    """Poll in the worker until the job is terminal; raise :class:`JobTimeoutError` at the deadline.
+
+    ``first``/``first_error``: the result of a read already made (see :func:`read_once`).
+    """
     watch = _Watch(kind, ref, policy, deadline)
-    delay = watch.on_snapshot(first) if first is not None else 0.0
+    if first is not None:
+        delay: float | None = watch.on_snapshot(first)
+    elif first_error is not None:
+        delay = watch.on_error(first_error)
+    else:
+        delay = 0.0
     while delay is not None:
         if delay:
             _sleep(delay)

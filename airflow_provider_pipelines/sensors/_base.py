@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from airflow.sdk import PokeReturnValue
@@ -19,6 +20,7 @@ from airflow_provider_pipelines.jobs.base import (
     JobSnapshot,
     JobTimeoutError,
     Outcome,
+    read_once,
     snapshot_from_event,
     validate_positive,
 )
@@ -42,6 +44,12 @@ class JobSensor(BaseSensorOperator):
     conn_id_attr: ClassVar[str]
 
     def __init__(self, *, deferrable: bool | None = None, **kwargs: Any) -> None:
+        # Before BaseSensorOperator's own check, which raises AirflowException on Airflow 3.0 and
+        # ValueError later, with a vaguer text: the same clear ValueError on every release.
+        for name in ("poke_interval", "timeout"):
+            if name in kwargs:
+                value = kwargs[name]
+                validate_positive(name, value.total_seconds() if isinstance(value, timedelta) else value)
         super().__init__(**kwargs)
         validate_positive("poke_interval", self.poke_interval)
         validate_positive("timeout", self.timeout)
@@ -90,9 +98,12 @@ class JobSensor(BaseSensorOperator):
             return super().execute(context)
         ref = self.job_ref(context)
         hook = self.make_hook()
-        snap = self.kind.read(hook, ref)
-        if snap.terminal:
+        snap, error = read_once(self.kind, hook, ref)
+        if snap is not None and snap.terminal:
             return self._deferred_terminal(context, ref, snap)
+        if error is not None:
+            self.log.warning("Reading %s %s failed (%s); deferring, the trigger will read it again.",
+                             self.kind.label, self.kind.describe(ref), error)
         trigger = self.trigger_class()(
             conn_id=self.conn_id,
             ref=ref,
