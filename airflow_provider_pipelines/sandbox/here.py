@@ -268,6 +268,7 @@ class HereState:
         for prefix in (PRIMARY_BASE, ALT_BASE):
             v = prefix + "/v2/pipelines/{pipelineId}/versions"
             routes += [
+                Route(prefix + "/v2/pipelines", api(self.list_pipelines), methods=["GET"]),
                 Route(v, api(self.list_versions), methods=["GET"]),
                 Route(v + "/{versionId}", api(self.get_version), methods=["GET"]),
                 Route(v + "/{versionId}/jobs", api(self.list_jobs), methods=["GET"]),
@@ -546,6 +547,12 @@ class HereState:
                     }
                 ],
             ) from exc
+
+    async def list_pipelines(self, request: Request) -> Response:
+        """``GET /v2/pipelines`` (listPipelines): the pipelines visible to the caller, as an array."""
+        with self.sb.lock:
+            items = [dict(p) for p in sorted(self.pipelines.values(), key=lambda p: p["name"])]
+        return json_response(items)
 
     async def list_versions(self, request: Request) -> Response:
         verbose = self._verbose(request)
