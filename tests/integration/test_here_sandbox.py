@@ -323,7 +323,6 @@ def test_dag_with_the_deferred_operator_and_sensor(sb, dags_test, tmp_path):
     output = failing.stdout + failing.stderr
     assert failing.returncode == 1, output[-3000:]
     assert "ended failed; HERE jobs carry no error message" in output
-from airflow_provider_pipelines.hooks.here import HerePipelineHook
 def test_here_test_connection_against_sandbox(sandbox):
     ok, message = HerePipelineHook().test_connection()
     assert ok, message
