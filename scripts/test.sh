@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
 fi
-if ! "$VENV/bin/python" -c "import airflow_provider_pipelines, pytest, ruff, sphinx" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import airflow_provider_pipelines, pytest, ruff, sphinx, xdist, myst_parser" 2>/dev/null; then
   echo "== installing the package with its dev and docs extras"
   "$VENV/bin/pip" install -q -e '.[dev,docs]'
 fi
@@ -21,5 +21,10 @@ echo "== mypy"
 "$VENV/bin/mypy" airflow_provider_pipelines
 echo "== sphinx (warnings are errors)"
 "$VENV/bin/sphinx-build" -q -W --keep-going -b html docs docs/_build/html
-echo "== pytest"
-"$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+if [ "$#" -gt 0 ]; then
+  exec "$VENV/bin/python" -m pytest -q -p no:cacheprovider "$@"
+fi
+echo "== pytest: unit, sandbox, integration, reliability (2 workers)"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -n 2 -m "not e2e and not ui"
+echo "== pytest: end to end on real Airflow components, and the connection forms in a browser"
+"$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "e2e or ui"
