@@ -56,7 +56,7 @@ ACTIVE_VERSION_STATES = frozenset({"scheduled", "running", "paused"})
 JOB_CREATED_TOLERANCE_SECONDS = 120.0
 #: How long ``on_kill`` waits for an operation in progress before it can request ``cancel``
 #: (HERE refuses a new operation while one is being processed).
-STOP_WAIT_SECONDS = 30.0
+STOP_WAIT_SECONDS = 20.0  # below Airflow's default [triggerer] on_kill_timeout of 30 s
 
 
 def state_of(document: Any) -> str:

@@ -13,6 +13,7 @@ from airflow_provider_pipelines.jobs.base import (
     JobKind,
     JobSnapshot,
     PollPolicy,
+    read_once,
     snapshot_from_event,
     validate_positive,
     wait_for_job,
@@ -105,9 +106,12 @@ class JobOperatorMixin:
         not cost a deferral. ``defer(timeout=None)`` is deliberate: the trigger sends its own
         ``timeout`` event, so the operator can still explain (and act on) a timeout.
         """
-        first = kind.read(hook, ref)
-        if first.terminal or not self.deferrable:
-            return wait_for_job(kind, hook, ref, self.poll_policy, deadline, first=first)
+        first, error = read_once(kind, hook, ref)
+        if not self.deferrable or (first is not None and first.terminal):
+            return wait_for_job(kind, hook, ref, self.poll_policy, deadline, first=first, first_error=error)
+        if error is not None:
+            log.warning("Reading %s %s failed (%s); deferring, the trigger will read it again.",
+                        kind.label, kind.describe(ref), error)
         trigger = trigger_class(
             conn_id=conn_id,
             ref=ref,
