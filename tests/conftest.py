@@ -14,7 +14,9 @@ from typing import Any
 import pytest
 
 # An isolated Airflow home, configured before anything imports airflow.
-_AIRFLOW_HOME = Path(os.environ.get("PIPELINES_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="pipelines-airflow-"))
+_AIRFLOW_HOME = Path(
+    os.environ.get("PIPELINES_TEST_AIRFLOW_HOME") or tempfile.mkdtemp(prefix="pipelines-airflow-")
+)
 os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_AIRFLOW_HOME / "dags"))
@@ -83,7 +85,8 @@ def run_dags_test(
     if conf:
         cmd += ["--conf", json.dumps(conf)]
     # `dags test --dagfile-path` only accepts files inside the DAGs folder: use the file's folder
-    full_env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": str(Path(dag_file).resolve().parent), **(env or {})}
+    dags_folder = str(Path(dag_file).resolve().parent)
+    full_env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": dags_folder, **(env or {})}
     return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
 
 
