@@ -52,7 +52,9 @@ def airflow_db() -> Path:
     """An initialised metadata DB (SQLite) in the isolated Airflow home."""
     marker = _AIRFLOW_HOME / ".db-ready"
     if not marker.exists():
-        subprocess.run([AIRFLOW_BIN, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy())
+        subprocess.run(  # noqa: S603 - the venv's own airflow CLI
+            [AIRFLOW_BIN, "db", "migrate"], check=True, capture_output=True, env=os.environ.copy()
+        )
         marker.write_text("ok")
     return _AIRFLOW_HOME
 
@@ -87,7 +89,9 @@ def run_dags_test(
     # `dags test --dagfile-path` only accepts files inside the DAGs folder: use the file's folder
     dags_folder = str(Path(dag_file).resolve().parent)
     full_env = {**os.environ, "AIRFLOW__CORE__DAGS_FOLDER": dags_folder, **(env or {})}
-    return subprocess.run(cmd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False)
+    return subprocess.run(  # noqa: S603 - the venv's own airflow CLI
+        cmd, capture_output=True, text=True, env=full_env, timeout=timeout, check=False
+    )
 
 
 @pytest.fixture
