@@ -66,10 +66,17 @@ def _airflow_version() -> Version:
     return Version(Version(__version__).base_version)
 
 
+#: The running Airflow release (without pre-release or local parts).
 AIRFLOW_VERSION = _airflow_version()
+#: True from Airflow 3.1 (``BaseHook``, ``BaseNotifier``, ``conf``, the masker in ``airflow.sdk``).
 AIRFLOW_V_3_1_PLUS = AIRFLOW_VERSION >= Version("3.1.0")
+#: True from Airflow 3.2 (the connection form comes from the declarative provider info).
 AIRFLOW_V_3_2_PLUS = AIRFLOW_VERSION >= Version("3.2.0")
+#: True from Airflow 3.3 (the task state store, ``BaseTrigger.on_kill``).
 AIRFLOW_V_3_3_PLUS = AIRFLOW_VERSION >= Version("3.3.0")
+#: True from Airflow 3.3.2, where ``BaseHook.aget_connection`` masks secrets without a blocking
+#: call (``Connection.aextra_dejson`` exists). Older releases look connections up in a thread.
+NATIVE_ASYNC_CONNECTION_LOOKUP = hasattr(Connection, "aextra_dejson") and hasattr(BaseHook, "aget_connection")
 
 
 def mask_secret(value: str | None) -> None:
@@ -125,7 +132,7 @@ async def get_async_connection(conn_id: str) -> Connection:
     ``aget_connection`` (3.0) or mask synchronously inside it, which can deadlock
     (apache/airflow#71891): run the sync lookup in a worker thread there.
     """
-    if hasattr(Connection, "aextra_dejson") and hasattr(BaseHook, "aget_connection"):
+    if NATIVE_ASYNC_CONNECTION_LOOKUP:
         return await BaseHook.aget_connection(conn_id)
     from asgiref.sync import sync_to_async
 
@@ -160,6 +167,7 @@ __all__ = [
     "AIRFLOW_V_3_1_PLUS",
     "AIRFLOW_V_3_2_PLUS",
     "AIRFLOW_V_3_3_PLUS",
+    "NATIVE_ASYNC_CONNECTION_LOOKUP",
     "AirflowException",
     "AirflowFailException",
     "AirflowSensorTimeout",

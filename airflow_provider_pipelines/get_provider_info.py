@@ -12,6 +12,12 @@ from typing import Any
 PACKAGE_NAME = "airflow-provider-pipelines"
 
 #: Per connection type: hidden fields, relabelled fields, placeholders, extra fields.
+#:
+#: Rules (tests/unit/test_connection_ui.py and the browser test in tests/ui check them): every
+#: visible standard field is relabelled with the vendor's word for it, unused ones are hidden, a
+#: secret is the ``password`` field or a ``conn-fields`` entry with ``"format": "password"``, the
+#: ``extra`` placeholder shows the JSON that Airflow 3.0/3.1 users type (those releases have no
+#: ``conn-fields`` form), and every ``conn-fields`` name is an extra key the hook reads.
 CONNECTION_UI: dict[str, dict[str, Any]] = {
     "cognite": {
         "hidden-fields": ["schema", "port"],
@@ -55,6 +61,7 @@ CONNECTION_UI: dict[str, dict[str, Any]] = {
             "host": "https://pipelines.api.platform.here.com/pipeline-service",
             "login": "here.access.key.id",
             "password": "here.access.key.secret",
+            "extra": '{"scope": "hrn:here:authorization::org:project/my-project"}',
         },
         "conn-fields": {
             "token_endpoint_url": {"label": "Token endpoint URL",
@@ -63,12 +70,9 @@ CONNECTION_UI: dict[str, dict[str, Any]] = {
             "scope": {"label": "Project scope (HRN)",
                       "description": "here.token.scope, e.g. hrn:here:authorization::org:project/p.",
                       "schema": {"type": ["string", "null"]}},
-            "credentials_properties": {
-                "label": "credentials.properties",
-                "description": "Optional: the whole credentials.properties text; fills the access key, token "
-                               "endpoint and scope fields left empty.",
-                "schema": {"type": ["string", "null"], "format": "password"},
-            },
+            # No form field for the ``credentials_properties`` extra: a secret must be a password
+            # input, and browsers strip the newlines of a pasted multi-line text from those (checked
+            # in tests/ui), which makes the file unreadable. The form has a field per property.
         },
     },
 }

@@ -26,4 +26,4 @@ html_static_path: list[str] = []
 autodoc_typehints = "none"
 autodoc_member_order = "bysource"
 autodoc_default_options = {"members": True, "show-inheritance": False}
-suppress_warnings = ["myst.xref_missing", "autodoc.import_object"]
+suppress_warnings: list[str] = []

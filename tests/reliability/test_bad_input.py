@@ -285,12 +285,13 @@ AFTER_RENDERING: list[tuple[str, Callable[[], Any], dict[str, Any], str]] = [
 def https_connections(conn_env: Any) -> None:
     """Valid connections to hosts that do not exist: any request would be a bug of the test subject."""
     conn_env("cognite_default", conn_type="cognite", host="https://cdf.invalid", login="id",
-             password="secret",
+             password="bad-input-client-secret",
              extra={"project": "p", "token_url": "https://login.invalid/t/oauth2/v2.0/token"})
     conn_env("edge_impulse_default", conn_type="edge_impulse", host="https://studio.invalid",
              password="ei_key")
     conn_env("here_default", conn_type="here_platform", host="https://pipelines.invalid/pipeline-service",
-             login="AKID", password="secret", extra={"token_endpoint_url": "https://account.invalid/oauth2/token"})
+             login="AKID", password="bad-input-here-secret",
+             extra={"token_endpoint_url": "https://account.invalid/oauth2/token"})
 
 
 @pytest.mark.parametrize(("build", "params", "message"),

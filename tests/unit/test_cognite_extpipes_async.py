@@ -18,9 +18,9 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from airflow.sdk.exceptions import TaskDeferred
 from airflow.triggers.base import TriggerEvent
 
+from airflow_provider_pipelines._compat import TaskDeferred
 from airflow_provider_pipelines.hooks._http import ApiError
 from airflow_provider_pipelines.hooks.cognite import CogniteHook, to_epoch_ms
 from airflow_provider_pipelines.jobs.cognite import extraction_report_ref

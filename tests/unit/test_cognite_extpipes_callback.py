@@ -12,9 +12,14 @@ from typing import Any
 
 import pendulum
 import pytest
-from airflow.sdk import DAG, BaseNotifier, DagRunState, TaskInstanceState
+from airflow.sdk import DAG
 
-from airflow_provider_pipelines._compat import mask_secret
+try:  # Airflow >= 3.1
+    from airflow.sdk import DagRunState, TaskInstanceState
+except ImportError:  # Airflow 3.0
+    from airflow.utils.state import DagRunState, TaskInstanceState  # type: ignore[no-redef]
+
+from airflow_provider_pipelines._compat import BaseNotifier, mask_secret
 from airflow_provider_pipelines.callbacks.cognite import (
     CogniteExtractionPipelineRunCallback,
     decide_status,

@@ -10,10 +10,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_pipelines._compat import AIRFLOW_V_3_3_PLUS
-from airflow_provider_pipelines._compat import TaskDeferred
-
-from airflow_provider_pipelines._compat import AirflowException
+from airflow_provider_pipelines._compat import AIRFLOW_V_3_3_PLUS, AirflowException, TaskDeferred
 from airflow_provider_pipelines.hooks._http import ApiError
 from airflow_provider_pipelines.hooks.here import DEFAULT_BASE_URL, DEFAULT_TOKEN_ENDPOINT_URL
 from airflow_provider_pipelines.jobs.base import JobFailedError, JobTimeoutError, PollPolicy
@@ -31,6 +28,12 @@ VERSION_URL = f"{DEFAULT_BASE_URL}/v2/pipelines/{PID}/versions/{VID}"
 OP_URL = f"{VERSION_URL}/operations/{OPID}"
 CATALOGS = {"weather": {"processingType": "changes", "version": 75, "sinceVersion": 70}}
 T0 = "2026-01-01T10:00:00.000+00:00"
+
+
+#: Tests of the Airflow 3.3 task state store; older releases adopt the vendor's active run
+#: instead (that side: tests/unit/test_version_compat.py).
+state_store_only = pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS,
+                                      reason="the task state store exists from Airflow 3.3")
 
 
 def op_doc(state: str, message: str | None = None, request_type: str = "activate") -> dict[str, Any]:
@@ -327,7 +330,7 @@ def remembered(**extra: Any) -> FakeStore:
     return FakeStore({HereSchedulePipelineVersionOperator.STATE_KEY: run})
 
 
-@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the task state store exists from Airflow 3.3; older releases adopt the vendor's active run instead (tests/unit/test_version_compat.py)")
+@state_store_only
 def test_retry_adopts_the_run_an_earlier_try_started(api):
     api.versions(version_doc("running", latest_job=job_doc("running")),
                  version_doc("running", latest_job=job_doc("running")),
@@ -339,7 +342,7 @@ def test_retry_adopts_the_run_an_earlier_try_started(api):
     assert result["job"]["state"] == "completed" and context["ti"].xcom["operation_id"] == OPID
 
 
-@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the task state store exists from Airflow 3.3; older releases adopt the vendor's active run instead (tests/unit/test_version_compat.py)")
+@state_store_only
 def test_retry_adopts_an_operation_still_in_progress(api):
     api.versions(version_doc("ready", latest_op=op_doc("being_processed")), version_doc("running"),
                  version_doc("ready", latest_job=job_doc("completed")))
@@ -349,7 +352,7 @@ def test_retry_adopts_an_operation_still_in_progress(api):
     assert api.activate.call_count == 0 and result["job"]["job_id"] == JOB_ID
 
 
-@pytest.mark.skipif(not AIRFLOW_V_3_3_PLUS, reason="the task state store exists from Airflow 3.3; older releases adopt the vendor's active run instead (tests/unit/test_version_compat.py)")
+@state_store_only
 def test_retry_after_a_failed_run_starts_a_new_one(api):
     failed = version_doc("ready", latest_job=job_doc("failed"))
     api.versions(failed, failed,

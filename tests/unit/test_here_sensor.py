@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow_provider_pipelines._compat import TaskDeferred
 
+from airflow_provider_pipelines._compat import TaskDeferred
 from airflow_provider_pipelines.hooks.here import DEFAULT_BASE_URL, DEFAULT_TOKEN_ENDPOINT_URL
 from airflow_provider_pipelines.jobs.base import JobFailedError
 from airflow_provider_pipelines.operators.here import correlation_id_for
