@@ -196,16 +196,17 @@ class Redactor:
     )
 
     def __init__(self, secrets: Iterable[str | None] = ()) -> None:
-        self._secrets: set[str] = set()
+        #: longest first; a tuple of strings, which the garbage collector does not track
+        self._secrets: tuple[str, ...] = ()
         self.add(*secrets)
 
     def add(self, *secrets: str | None) -> None:
-        for secret in secrets:
-            if secret and len(secret) >= 3:
-                self._secrets.add(secret)
+        known = set(self._secrets)
+        known.update(s for s in secrets if s and len(s) >= 3)
+        self._secrets = tuple(sorted(known, key=len, reverse=True))
 
     def __call__(self, text: str) -> str:
-        for secret in sorted(self._secrets, key=len, reverse=True):
+        for secret in self._secrets:
             text = text.replace(secret, "***")
         for pattern in self._PATTERNS:
             text = pattern.sub(r"\1***", text)
@@ -509,6 +510,20 @@ def async_sessions_created() -> int:
 
 
 _ssl_contexts: dict[str, Any] = {}
+_client_timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+_SESSION_LOCK = threading.Lock()
+
+
+def _client_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
+    """The per-request timeout (never session-wide); immutable, so shared by every core."""
+    timeout = _client_timeouts.get((connect, read))
+    if timeout is None:
+        import aiohttp
+
+        timeout = _client_timeouts[(connect, read)] = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect, sock_read=read
+        )
+    return timeout
 
 
 def _aiohttp_ssl(verify: bool | str) -> Any:
@@ -557,10 +572,8 @@ class HttpCore:
         self.asleep: Callable[[float], Awaitable[None]] = asleep or _asleep
         self.clock: Callable[[], float] = clock or _monotonic
         self._session: requests.Session | None = None
-        self._session_lock = threading.Lock()
         #: async path: the environment's proxy per origin, read once for the life of this core
         self._proxies: dict[str, str | None] = {}
-        self._atimeout: aiohttp.ClientTimeout | None = None
 
     # ---- retry plumbing shared by both paths ------------------------------------------------
 
@@ -705,7 +718,7 @@ class HttpCore:
     def session(self) -> requests.Session:
         import requests.adapters  # lazily, like aiohttp: DAG files that import operators never pay for it
 
-        with self._session_lock:
+        with _SESSION_LOCK:  # one lock for all cores: creating a session is rare
             if self._session is None:
                 session = requests.Session()
                 # stateless like the async path: no cookies kept between calls
@@ -808,11 +821,7 @@ class HttpCore:
         headers = self._headers(req, auth_headers)
         state.sent_headers = headers
         state.auth_values = _credentials(auth_headers)
-        timeout = self._atimeout
-        if timeout is None:  # per request, never session-wide; immutable, so built once per core
-            timeout = self._atimeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.settings.connect_timeout, sock_read=self.settings.read_timeout
-            )
+        timeout = _client_timeout(self.settings.connect_timeout, self.settings.read_timeout)
         try:
             async with session.request(
                 req.method, req.url, params=_query(req.params), json=req.json, data=req.data, headers=headers,
