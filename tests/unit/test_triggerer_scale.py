@@ -163,8 +163,8 @@ async def test_a_successful_call_leaves_no_garbage_for_the_cyclic_collector(cdf)
     # polling 1,000 jobs per second then spent seconds in full collections. (The test server
     # runs in this loop too: only the client side's objects are checked.)
     ours = [type(o).__module__ for o in garbage
-            if type(o).__module__.startswith(("tenacity", "airflow_provider_pipelines"))
-            or getattr(o, "__module__", "").startswith(("tenacity", "airflow_provider_pipelines"))]
+            if (type(o).__module__ or "").startswith(("tenacity", "airflow_provider_pipelines"))
+            or (getattr(o, "__module__", None) or "").startswith(("tenacity", "airflow_provider_pipelines"))]
     assert ours == [], f"{len(ours)} objects of tenacity/this provider in reference cycles after 50 calls"
 
 
