@@ -131,18 +131,22 @@ async def test_a_failed_connection_lookup_is_not_shared(cdf, monkeypatch) -> Non
     assert (await first_event(trigger(2)))["status"] == "success"
 
 
-@pytest.mark.asyncio
-async def test_first_polls_of_triggers_started_together_spread_over_the_interval(cdf) -> None:
-    fake, _ = cdf
-    fake.running_polls = 0  # the first poll completes each job
-    started = time.monotonic()
-    events = await asyncio.gather(*(first_event(trigger(1 + i, poll_interval=0.6)) for i in range(100)))
-    assert all(e["status"] == "success" for e in events)
-    offsets = sorted(when - started for when, _ in fake.status_requests)
-    assert len(offsets) == 100
-    # not all in one burst at the start: the first polls cover most of the 0.6 s interval
-    assert offsets[0] < 0.2 and offsets[-1] > 0.4
-    assert sum(1 for o in offsets if o < 0.3) < 80 and sum(1 for o in offsets if o >= 0.3) > 20
+def test_first_polls_of_triggers_started_together_spread_over_the_interval() -> None:
+    """Triggers resumed together draw their first delay uniformly over the whole interval.
+
+    Checked on the distribution itself (seeded), not on wall-clock timings of a loaded machine.
+    """
+    import random
+
+    from airflow_provider_pipelines.jobs.base import PollPolicy
+
+    random.seed(1234)
+    policy = PollPolicy(interval=5.0)
+    delays = [policy.first_delay() for _ in range(5000)]
+    assert all(0.0 <= d <= 5.0 for d in delays)
+    per_second = [sum(1 for d in delays if k <= d < k + 1) for k in range(5)]
+    # an even spread: each second of the interval gets about a fifth of the first polls
+    assert all(800 < n < 1200 for n in per_second), per_second
 
 
 @pytest.mark.asyncio
