@@ -28,6 +28,11 @@ from airflow_provider_pipelines.hooks._http import (
     VendorProfile,
 )
 
+#: Serialises synchronous connection lookups (rare: once per hook). One lock for all hooks rather
+#: than one each: a triggerer holds thousands of hooks, and every live object costs the garbage
+#: collector time.
+_RESOLVE_LOCK = threading.RLock()
+
 
 @dataclass
 class ResolvedConnection:
@@ -38,6 +43,10 @@ class ResolvedConnection:
     auth: Auth | None
     secrets: list[str] = field(default_factory=list)
     options: dict[str, Any] = field(default_factory=dict)
+    #: HTTP cores built on this resolution, by hook class and default headers: hooks that share
+    #: a resolution (the triggers of one loop, see ``triggers/base.py``) share one core, with its
+    #: proxy lookups and redactor, instead of building one per trigger
+    cores: dict[tuple[Any, ...], HttpCore] = field(default_factory=dict, repr=False, compare=False)
 
 
 class PipelinesHook(BaseHook):
@@ -60,8 +69,8 @@ class PipelinesHook(BaseHook):
         self.conn_id = conn_id or self.default_conn_name
         self._resolved: ResolvedConnection | None = None
         self._core: HttpCore | None = None
-        self._lock = threading.Lock()
         self._alock: asyncio.Lock | None = None
+        self._last_request: ApiRequest | None = None
 
     # ---- subclass API ----------------------------------------------------------------------
 
@@ -76,11 +85,16 @@ class PipelinesHook(BaseHook):
     # ---- resolution ------------------------------------------------------------------------
 
     def _install(self, resolved: ResolvedConnection) -> HttpCore:
+        headers = self._default_headers()
+        key = (type(self), *sorted(headers.items()))
+        core = resolved.cores.get(key)
+        if core is None:
+            core = resolved.cores[key] = HttpCore(
+                self.profile, resolved.http, resolved.auth, Redactor(resolved.secrets), headers
+            )
         self._resolved = resolved
-        self._core = HttpCore(
-            self.profile, resolved.http, resolved.auth, Redactor(resolved.secrets), self._default_headers()
-        )
-        return self._core
+        self._core = core
+        return core
 
     @property
     def resolved(self) -> ResolvedConnection:
@@ -92,7 +106,7 @@ class PipelinesHook(BaseHook):
     def core(self) -> HttpCore:
         """The HTTP core, resolving the connection synchronously on first use."""
         if self._core is None:
-            with self._lock:
+            with _RESOLVE_LOCK:
                 if self._core is None:
                     conn = self.get_connection(self.conn_id)
                     resolved = self._resolve(conn, conn.extra_dejson)
@@ -128,19 +142,42 @@ class PipelinesHook(BaseHook):
 
     # ---- calls -------------------------------------------------------------------------------
 
+    def _request(
+        self, method: str, path: str, operation: str, resource: str | None, kw: dict[str, Any]
+    ) -> ApiRequest:
+        """The :class:`ApiRequest` of one call; the previous call's when the arguments are equal.
+
+        A hook that polls a job sends the same request again and again: it is built once (with
+        the parsed URL the async client needs, see :meth:`ApiRequest.target`), not on every poll.
+        Requests are immutable, so sharing one between calls is safe.
+        """
+        key = (method, path, operation, resource, kw)
+        last = self._last_request
+        if last is not None and last.memo_key == key:
+            return last
+        req = self._new_request(self.url(path), method, operation, resource, kw)
+        req.memo_key = key
+        self._last_request = req
+        return req
+
+    def _new_request(
+        self, url: str, method: str, operation: str, resource: str | None, kw: dict[str, Any]
+    ) -> ApiRequest:
+        return ApiRequest(method, url, operation, resource, **kw)
+
     def call(
         self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any
     ) -> ApiResponse:
         """Send one API call relative to the connection's base URL (sync)."""
         core = self.core
-        return core.request(ApiRequest(method, self.url(path), operation, resource, **kw))
+        return core.request(self._request(method, path, operation, resource, kw))
 
     async def acall(
         self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any
     ) -> ApiResponse:
         """Send one API call relative to the connection's base URL (async)."""
-        core = await self.acore()
-        return await core.arequest(ApiRequest(method, self.url(path), operation, resource, **kw))
+        core = self._core or await self.acore()
+        return await core.arequest(self._request(method, path, operation, resource, kw))
 
     # ---- connection test ---------------------------------------------------------------------
 

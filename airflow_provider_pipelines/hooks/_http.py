@@ -321,6 +321,19 @@ class ApiRequest:
     expect_json: bool = True
     #: non-2xx statuses handed back to the caller instead of raising (e.g. a 307 to follow)
     allow_statuses: frozenset[int] = frozenset()
+    #: the parsed URL handed to aiohttp, worked out on the first async send (see :meth:`target`)
+    _target: Any = field(default=None, init=False, repr=False, compare=False)
+    #: the call arguments this request was built from (see ``PipelinesHook._request``)
+    memo_key: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def target(self) -> Any:
+        """``url`` as a ``yarl.URL``, parsed once per request object rather than by aiohttp on
+        every send (a polling hook reuses its request, see ``PipelinesHook._request``)."""
+        if self._target is None:
+            from yarl import URL
+
+            self._target = URL(self.url)
+        return self._target
 
     @property
     def is_idempotent(self) -> bool:
@@ -346,14 +359,34 @@ class ResponseHeaders(dict[str, str]):
         return super().get(key.lower(), default)
 
 
-@dataclass
 class ApiResponse:
-    status: int
-    #: case-insensitive (``resp.headers["Location"]`` and ``["location"]`` both work)
-    headers: dict[str, str]
-    body: Any
-    text: str
-    request_id: str | None = None
+    """One successful answer: status, headers, parsed body, raw text and the vendor's request id.
+
+    ``headers`` is case-insensitive (``resp.headers["Location"]`` and ``["location"]`` both
+    work). It is copied out of the HTTP client's own header object only when read: a status poll
+    never reads it, and a triggerer makes thousands of them.
+    """
+
+    __slots__ = ("_headers", "_raw_headers", "body", "request_id", "status", "text")
+
+    def __init__(
+        self, status: int, headers: Mapping[str, str], body: Any, text: str, request_id: str | None = None
+    ) -> None:
+        self.status = status
+        self._raw_headers = headers
+        self._headers: ResponseHeaders | None = headers if isinstance(headers, ResponseHeaders) else None
+        self.body = body
+        self.text = text
+        self.request_id = request_id
+
+    @property
+    def headers(self) -> ResponseHeaders:
+        if self._headers is None:
+            self._headers = ResponseHeaders(self._raw_headers)
+        return self._headers
+
+    def __repr__(self) -> str:
+        return f"ApiResponse(status={self.status!r}, request_id={self.request_id!r})"
 
 
 class VendorProfile(Protocol):
@@ -384,14 +417,29 @@ class Auth(Protocol):
         ...
 
 
-@dataclass
 class _CallState:
-    started: float = 0.0
-    refreshed: bool = False
-    attempts: int = 0
-    sent_headers: dict[str, str] = field(default_factory=dict)
-    #: values of the auth headers sent (redacted from every error text)
-    auth_values: list[str] = field(default_factory=list)
+    """One call's attempts (a plain class with slots: one is made per request)."""
+
+    __slots__ = ("_auth_values", "attempts", "auth_headers", "refreshed", "sent_headers", "started")
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.refreshed = False
+        self.attempts = 0
+        self.sent_headers: dict[str, str] = {}
+        self.auth_headers: Mapping[str, str] = {}
+        self._auth_values: tuple[Mapping[str, str], list[str]] | None = None
+
+    @property
+    def auth_values(self) -> list[str]:
+        """The secret parts of the auth headers sent (redacted from every error text).
+
+        Worked out only when an error text is built, for the headers of the latest attempt.
+        """
+        cached = self._auth_values
+        if cached is None or cached[0] is not self.auth_headers:
+            cached = self._auth_values = (self.auth_headers, _credentials(self.auth_headers))
+        return cached[1]
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -470,12 +518,22 @@ def env_proxy(url: str) -> str | None:
     return proxy
 
 
+#: The last loop that asked for its session, and its entry: every request asks, and looking a
+#: loop up in the weak dictionary costs a new weak reference each time.
+_last_loop: tuple[weakref.ref[asyncio.AbstractEventLoop], _LoopSession] | None = None
+
+
 def _loop_session() -> _LoopSession:
+    global _last_loop
     loop = asyncio.get_running_loop()
+    last = _last_loop
+    if last is not None and last[0]() is loop and not last[1].session.closed:
+        return last[1]
     entry = _loop_sessions.get(loop)
     if entry is None or entry.session.closed:
         entry = _LoopSession(_new_session())
         _loop_sessions[loop] = entry
+    _last_loop = (weakref.ref(loop), entry)
     return entry
 
 
@@ -493,15 +551,31 @@ class shared_session_scope:  # used like a function: ``async with shared_session
     __slots__ = ("_entry",)
 
     async def __aenter__(self) -> aiohttp.ClientSession:
-        entry = self._entry = _loop_session()
-        entry.users += 1
+        entry = self._entry = acquire_session()
         return entry.session
 
     async def __aexit__(self, *exc_info: object) -> None:
-        entry = self._entry
-        entry.users -= 1
-        if entry.users == 0 and not entry.session.closed:
-            await entry.session.close()
+        await release_session(self._entry)
+
+
+def acquire_session() -> _LoopSession:
+    """Start using this loop's shared session; pair with :func:`release_session` in a ``finally``.
+
+    The function form of :class:`shared_session_scope`, for code that holds the session for a
+    long time (a trigger's whole run) or enters it on every request: it keeps no scope object
+    alive, which matters when thousands of triggers wait at once (every live object is work for
+    the garbage collector, see ``docs/performance.md``).
+    """
+    entry = _loop_session()
+    entry.users += 1
+    return entry
+
+
+async def release_session(entry: _LoopSession) -> None:
+    """Stop using ``entry``; the last user of the loop closes the session."""
+    entry.users -= 1
+    if entry.users == 0 and not entry.session.closed:
+        await entry.session.close()
 
 
 def async_sessions_created() -> int:
@@ -666,7 +740,7 @@ class HttpCore:
             body_error = self.profile.body_error(body) if 200 <= status < 300 else None
             if body_error is not None:
                 raise self._error(req, state, vendor_message=body_error, **ids)
-            return ApiResponse(status, ResponseHeaders(headers), body, text, request_id)
+            return ApiResponse(status, headers, body, text, request_id)
 
         message = self.profile.error_message(status, body, text) if not parse_failed else ""
         if not message:
@@ -757,7 +831,7 @@ class HttpCore:
         auth_headers = self.auth.headers() if (req.authenticated and self.auth) else {}
         headers = self._headers(req, auth_headers)
         state.sent_headers = headers
-        state.auth_values = _credentials(auth_headers)
+        state.auth_headers = auth_headers
         try:
             resp = self.session.request(
                 req.method, req.url, params=_query(req.params), json=req.json, data=req.data, headers=headers,
@@ -788,18 +862,21 @@ class HttpCore:
     async def arequest(self, req: ApiRequest) -> ApiResponse:
         """Send ``req`` on this loop's shared aiohttp session with the same policy."""
         state = _CallState(started=self.clock())
-        async with shared_session_scope() as session:
-            try:
-                try:  # the first attempt runs outside tenacity: see _FirstFailure
-                    return await self._aattempt(session, req, state)
-                except _Transient as exc:
-                    first = _FirstFailure(exc)
-                async for attempt in AsyncRetrying(sleep=self.asleep, **self._retry_kwargs(state)):
-                    with attempt:
-                        first.replay()
-                        return await self._aattempt(session, req, state)
+        entry = acquire_session()
+        session = entry.session
+        try:
+            try:  # the first attempt runs outside tenacity: see _FirstFailure
+                return await self._aattempt(session, req, state)
             except _Transient as exc:
-                raise self._finish(exc, state) from None
+                first = _FirstFailure(exc)
+            async for attempt in AsyncRetrying(sleep=self.asleep, **self._retry_kwargs(state)):
+                with attempt:
+                    first.replay()
+                    return await self._aattempt(session, req, state)
+        except _Transient as exc:
+            raise self._finish(exc, state) from None
+        finally:
+            await release_session(entry)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _proxy(self, url: str) -> str | None:
@@ -820,13 +897,13 @@ class HttpCore:
         auth_headers = await self.auth.aheaders() if (req.authenticated and self.auth) else {}
         headers = self._headers(req, auth_headers)
         state.sent_headers = headers
-        state.auth_values = _credentials(auth_headers)
+        state.auth_headers = auth_headers
         timeout = _client_timeout(self.settings.connect_timeout, self.settings.read_timeout)
         try:
             async with session.request(
-                req.method, req.url, params=_query(req.params), json=req.json, data=req.data, headers=headers,
-                timeout=timeout, allow_redirects=False, ssl=_aiohttp_ssl(self.settings.verify),
-                proxy=self._proxy(req.url),
+                req.method, req.target(), params=_query(req.params), json=req.json, data=req.data,
+                headers=headers, timeout=timeout, allow_redirects=False,
+                ssl=_aiohttp_ssl(self.settings.verify), proxy=self._proxy(req.url),
             ) as resp:
                 # like requests: undecodable bytes become U+FFFD instead of an exception
                 text = await resp.text(errors="replace")

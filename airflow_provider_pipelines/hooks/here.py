@@ -412,23 +412,16 @@ class HerePipelineHook(PipelinesHook):
         """A new ``X-Request-ID`` per HTTP request; the hook's ``X-Correlation-ID`` on all of them."""
         return {"X-Request-ID": str(uuid.uuid4()), "X-Correlation-ID": self.correlation_id}
 
-    def _request(self, url: str, spec: Mapping[str, Any]) -> ApiRequest:
+    def _new_request(
+        self, url: str, method: str, operation: str, resource: str | None, kw: dict[str, Any]
+    ) -> ApiRequest:
+        # headers_factory runs before every attempt: a reused request still gets fresh ids
+        return ApiRequest(method, url, operation, resource, **{"headers_factory": self._trace_headers, **kw})
+
+    def _redirectable(self, url: str, spec: Mapping[str, Any]) -> ApiRequest:
+        """The request of an operation ``spec`` sent to ``url`` (the spec's path, or a 307's target)."""
         kw = {k: v for k, v in spec.items() if k not in ("method", "path", "operation", "resource")}
-        kw.setdefault("headers_factory", self._trace_headers)
-        return ApiRequest(spec["method"], url, spec["operation"], spec.get("resource"), **kw)
-
-    def call(
-        self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any
-    ) -> ApiResponse:
-        return self.core.request(self._request(self.url(path), {
-            "method": method, "operation": operation, "resource": resource, **kw}))
-
-    async def acall(
-        self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any
-    ) -> ApiResponse:
-        core = await self.acore()
-        return await core.arequest(self._request(self.url(path), {
-            "method": method, "operation": operation, "resource": resource, **kw}))
+        return self._new_request(url, spec["method"], spec["operation"], spec.get("resource"), kw)
 
     # ---- 307 on state-changing operations ---------------------------------------------------
 
@@ -488,7 +481,7 @@ class HerePipelineHook(PipelinesHook):
         spec = self._operation_spec(pipeline_id, version_id, name, body)
         url = self.url(spec["path"])
         for _ in range(MAX_REDIRECTS + 1):
-            resp = self.core.request(self._request(url, spec))
+            resp = self.core.request(self._redirectable(url, spec))
             if resp.status != 307:
                 return dict(resp.body or {})
             url = self.redirect_target(url, resp, spec)
@@ -501,7 +494,7 @@ class HerePipelineHook(PipelinesHook):
         core = await self.acore()
         url = self.url(spec["path"])
         for _ in range(MAX_REDIRECTS + 1):
-            resp = await core.arequest(self._request(url, spec))
+            resp = await core.arequest(self._redirectable(url, spec))
             if resp.status != 307:
                 return dict(resp.body or {})
             url = self.redirect_target(url, resp, spec)

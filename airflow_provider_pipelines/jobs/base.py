@@ -184,8 +184,26 @@ class PollPolicy:
         """
         return random.uniform(0, self.interval) if self.jitter > 0 else 0.0
 
+    @classmethod
+    def shared(cls, interval: float, max_interval: float | None = None) -> PollPolicy:
+        """An equal policy made before, if any (policies are immutable): thousands of triggers
+        with the same intervals then hold one object instead of one each."""
+        key = (type(interval), interval, type(max_interval), max_interval)
+        try:
+            policy = _SHARED_POLICIES.get(key)
+        except TypeError:  # unhashable, so not a number: the constructor says what is wrong
+            return cls(interval, max_interval)
+        if policy is None:
+            policy = cls(interval, max_interval)
+            if len(_SHARED_POLICIES) < 256:
+                _SHARED_POLICIES[key] = policy
+        return policy
+
     def to_kwargs(self) -> dict[str, Any]:
         return {"poll_interval": self.interval, "max_poll_interval": self.max_interval}
+
+
+_SHARED_POLICIES: dict[tuple[Any, ...], PollPolicy] = {}
 
 
 def validate_positive(name: str, value: Any, *, allow_none: bool = False) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import aclosing
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
@@ -26,8 +27,8 @@ _RESULT_LISTS = ("matches", "suggestedRules", "generatedRules", "errors")
 _MAX_ERRORS_IN_SUMMARY = 5
 
 
-def _cdf_outcome(payload: Any, what: str) -> tuple[str, Outcome, str | None]:
-    """Map a CDF job document to an outcome.
+def _cdf_outcome(payload: Any, what: Callable[[], str]) -> tuple[str, Outcome, str | None]:
+    """Map a CDF job document to an outcome (``what()`` names the job in messages).
 
     An unknown status (or a document without one) fails the wait at once with a clear message
     rather than waiting for a state that may never come: CDF documents exactly the four
@@ -35,11 +36,11 @@ def _cdf_outcome(payload: Any, what: str) -> tuple[str, Outcome, str | None]:
     """
     if not isinstance(payload, dict):
         kind = type(payload).__name__
-        return "unknown", Outcome.FAILED, f"CDF answered for {what} with a {kind}, not a job document."
+        return "unknown", Outcome.FAILED, f"CDF answered for {what()} with a {kind}, not a job document."
     state = str(payload.get("status"))
     outcome = CDF_JOB_STATES.get(state)
     if outcome is None:
-        return state, Outcome.FAILED, f"CDF returned an unknown status {state!r} for {what}."
+        return state, Outcome.FAILED, f"CDF returned an unknown status {state!r} for {what()}."
     message = payload.get("errorMessage") if outcome is Outcome.FAILED else None
     return state, outcome, message or (None if outcome is not Outcome.FAILED else "no errorMessage from CDF")
 
@@ -89,7 +90,7 @@ class EntityMatchingPipelineRunKind(JobKind):
         return await _cognite(hook).aget_pipeline_run(ref["pipeline_id"], ref["job_id"])
 
     def interpret(self, payload: Any, ref: dict[str, Any]) -> JobSnapshot:
-        state, outcome, message = _cdf_outcome(payload, self.describe(ref))
+        state, outcome, message = _cdf_outcome(payload, lambda: self.describe(ref))
         result = summarize_pipeline_run(payload, ref["pipeline_id"], bool(ref.get("include_matches")))
         return JobSnapshot(state, outcome, message, result)
 
@@ -132,7 +133,7 @@ class EstimateQualityKind(JobKind):
         return await _cognite(hook).aget_estimate_quality(ref["job_id"])
 
     def interpret(self, payload: Any, ref: dict[str, Any]) -> JobSnapshot:
-        state, outcome, message = _cdf_outcome(payload, f"job {ref['job_id']}")
+        state, outcome, message = _cdf_outcome(payload, lambda: f"job {ref['job_id']}")
         return JobSnapshot(state, outcome, message, summarize_estimate(payload))
 
 

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_provider_pipelines.hooks._base import PipelinesHook, ResolvedConnection
-from airflow_provider_pipelines.hooks._http import ApiError, shared_session_scope
+from airflow_provider_pipelines.hooks._http import ApiError, acquire_session, release_session
 from airflow_provider_pipelines.jobs.base import JobKind, JobTimeoutError, PollPolicy, awatch_job
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class JobTrigger(BaseTrigger):
         self.conn_id = conn_id
         self.ref = dict(ref)
         self.deadline = deadline
-        self.policy = PollPolicy(poll_interval, max_poll_interval)
+        self.policy = PollPolicy.shared(poll_interval, max_poll_interval)
         self.cancel_on_kill = cancel_on_kill
         self.hook_params = dict(hook_params or {})
         self._hook: PipelinesHook | None = None
@@ -146,9 +146,12 @@ class JobTrigger(BaseTrigger):
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         try:
-            async with shared_session_scope():
+            session = acquire_session()  # held for the whole wait: one session for the loop's triggers
+            try:
                 await _connection_share().attach(self.hook)
                 snap = await awatch_job(self.kind, self.hook, self.ref, self.policy, self.deadline)
+            finally:
+                await release_session(session)
         except JobTimeoutError as err:
             yield self._event("timeout", str(err), err.last.state if err.last else None)
             return
@@ -167,8 +170,11 @@ class JobTrigger(BaseTrigger):
         """Airflow 3.3+: called only on a user kill (never on a triggerer restart)."""
         if not (self.cancel_on_kill and self.kind.cancellable):
             return
-        async with shared_session_scope():
+        session = acquire_session()
+        try:
             await _connection_share().attach(self.hook)
             cancelled = await self.kind.acancel(self.hook, self.ref)
+        finally:
+            await release_session(session)
         if cancelled:
             log.info("Cancelled %s %s after a user kill.", self.kind.label, self.kind.describe(self.ref))
