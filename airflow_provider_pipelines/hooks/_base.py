@@ -151,12 +151,12 @@ class PipelinesHook(BaseHook):
         the parsed URL the async client needs, see :meth:`ApiRequest.target`), not on every poll.
         Requests are immutable, so sharing one between calls is safe.
         """
-        key = (method, path, operation, resource, kw)
         last = self._last_request
-        if last is not None and last.memo_key == key:
+        if (last is not None and last.memo_path == path and last.memo_kw == kw and last.method == method
+                and last.operation == operation and last.resource == resource):
             return last
         req = self._new_request(self.url(path), method, operation, resource, kw)
-        req.memo_key = key
+        req.memo_path, req.memo_kw = path, kw
         self._last_request = req
         return req
 

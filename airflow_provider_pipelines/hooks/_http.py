@@ -323,8 +323,10 @@ class ApiRequest:
     allow_statuses: frozenset[int] = frozenset()
     #: the parsed URL handed to aiohttp, worked out on the first async send (see :meth:`target`)
     _target: Any = field(default=None, init=False, repr=False, compare=False)
-    #: the call arguments this request was built from (see ``PipelinesHook._request``)
-    memo_key: Any = field(default=None, init=False, repr=False, compare=False)
+    #: the path and keyword arguments of the hook call this request was built from (see
+    #: ``PipelinesHook._request``)
+    memo_path: str | None = field(default=None, init=False, repr=False, compare=False)
+    memo_kw: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
 
     def target(self) -> Any:
         """``url`` as a ``yarl.URL``, parsed once per request object rather than by aiohttp on
@@ -933,7 +935,9 @@ def _query_value(value: Any) -> Any:
 
 def _query(params: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """Query parameters encoded the same way on both paths (``None`` dropped, booleans lower case)."""
-    out = {k: _query_value(v) for k, v in (params or {}).items() if v is not None}
+    if not params:
+        return None
+    out = {k: _query_value(v) for k, v in params.items() if v is not None}
     return out or None
 
 

@@ -47,6 +47,8 @@ class FakeCdf:
             count = self.polls[request.path] = self.polls.get(request.path, 0) + 1
             status = "Running" if count <= self.running_polls else "Completed"
             return web.json_response({"jobId": int(request.path.rsplit("/", 1)[1]), "status": status})
+        if request.path.endswith("/runs"):
+            return web.json_response({"items": []})
         return web.json_response({"error": {"code": 404, "message": "unknown"}}, status=404)
 
 
@@ -105,6 +107,55 @@ async def test_triggers_in_one_loop_share_one_connection_lookup_and_one_token(cd
     assert len({id(t.hook) for t in triggers}) == 200  # each trigger keeps its own hook ...
     assert len({id(t.hook.resolved) for t in triggers}) == 1  # ... on the shared resolution
     assert len(fake.status_requests) == 200 * 3  # two Running polls and the Completed one each
+
+
+@pytest.mark.asyncio
+async def test_triggers_sharing_a_connection_share_one_http_core_and_reuse_their_status_request(cdf) -> None:
+    fake, _ = cdf
+    fake.running_polls = 3
+    triggers = [trigger(2000 + i) for i in range(20)]
+    events = await asyncio.gather(*(first_event(t) for t in triggers))
+    assert [e["status"] for e in events] == ["success"] * 20
+    # one HTTP core (retry settings, proxies, redactor) for the 20 hooks of the shared resolution
+    assert len({id(t.hook.core) for t in triggers}) == 1
+    # every poll of one trigger sent the same request object, built (and its URL parsed) once
+    requests = {id(t.hook._last_request) for t in triggers}
+    assert len(requests) == 20
+    assert all(t.hook._last_request is not None and t.hook._last_request.url.endswith(
+        f"/runs/{t.ref['job_id']}") for t in triggers)
+    assert len(fake.status_requests) == 20 * 4
+
+
+@pytest.mark.asyncio
+async def test_a_hook_builds_a_new_request_when_the_call_differs(cdf) -> None:
+    fake, _ = cdf
+    hook = CogniteHook("cognite_scale")
+    await hook.aget_pipeline_run(1, 10)
+    first = hook._last_request
+    await hook.aget_pipeline_run(1, 10)
+    assert hook._last_request is first  # the same poll: the same request
+    await hook.aget_pipeline_run(1, 11)
+    assert hook._last_request is not first and hook._last_request.url.endswith("/runs/11")
+    await hook.alist_pipeline_runs(1, limit=5)  # same path prefix, other arguments
+    listed = hook._last_request
+    assert listed.params == {"limit": 5} and listed.url.endswith("/pipelines/1/runs")
+    await hook.alist_pipeline_runs(1, limit=7)
+    assert hook._last_request is not listed and hook._last_request.params == {"limit": 7}
+    assert [path.rsplit("/", 1)[1] for _, path in fake.status_requests] == ["10", "10", "11"]
+
+
+def test_triggers_with_the_same_intervals_share_one_poll_policy() -> None:
+    a, b = trigger(1, poll_interval=5), trigger(2, poll_interval=5)
+    assert a.policy is b.policy
+    assert trigger(3, poll_interval=6).policy is not a.policy
+    # a policy is still validated: the shared instance never hides a bad value
+    with pytest.raises(ValueError, match="poll_interval must be a positive number"):
+        trigger(4, poll_interval=-1)
+    with pytest.raises(ValueError, match="poll_interval must be a positive number"):
+        CogniteEntityMatchingPipelineRunTrigger(
+            conn_id="c", ref={"pipeline_id": 1, "job_id": 1}, deadline=None,
+            poll_interval=[5],  # type: ignore[arg-type]
+        )
 
 
 @pytest.mark.asyncio
