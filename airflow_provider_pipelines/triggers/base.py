@@ -27,6 +27,11 @@ log = logging.getLogger(__name__)
 CONNECTION_SHARE_SECONDS = 60.0
 
 
+def _clock() -> float:
+    """The share window's clock (an indirection, so tests can move it without waiting)."""
+    return time.monotonic()
+
+
 class _ConnectionShare:
     """Resolved connections shared by the triggers of one event loop, per hook class and conn id."""
 
@@ -40,7 +45,7 @@ class _ConnectionShare:
             return
         key = (type(hook), hook.conn_id)
         async with self._locks.setdefault(key, asyncio.Lock()):
-            now = time.monotonic()
+            now = _clock()
             entry = self._entries.get(key)
             if entry is not None and now - entry[0] < CONNECTION_SHARE_SECONDS:
                 hook._install(entry[1])

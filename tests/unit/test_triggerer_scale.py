@@ -161,11 +161,13 @@ def test_triggers_with_the_same_intervals_share_one_poll_policy() -> None:
 @pytest.mark.asyncio
 async def test_an_edited_connection_reaches_triggers_started_after_the_share_window(cdf, monkeypatch) -> None:
     fake, set_conn = cdf
-    monkeypatch.setattr(triggers_base, "CONNECTION_SHARE_SECONDS", 0.3)
+    now = [1000.0]  # the share window's clock, moved by hand (no wall-clock timing)
+    monkeypatch.setattr(triggers_base, "_clock", lambda: now[0])
     assert (await first_event(trigger(1)))["status"] == "success"
     set_conn("p2")  # the user edits the connection
+    now[0] += triggers_base.CONNECTION_SHARE_SECONDS - 1
     assert (await first_event(trigger(2)))["status"] == "success"  # within the window: shared
-    await asyncio.sleep(0.35)
+    now[0] += 2
     assert (await first_event(trigger(3)))["status"] == "success"  # after it: looked up again
     early = ("/runs/1", "/runs/2")
     assert {path.split("/")[4] for _, path in fake.status_requests if path.endswith(early)} == {"p1"}
