@@ -520,22 +520,25 @@ def env_proxy(url: str) -> str | None:
     return proxy
 
 
-#: The last loop that asked for its session, and its entry: every request asks, and looking a
-#: loop up in the weak dictionary costs a new weak reference each time.
-_last_loop: tuple[weakref.ref[asyncio.AbstractEventLoop], _LoopSession] | None = None
+#: The last loop that asked for its session, and its entry (both weakly: the cache must not keep
+#: a finished loop's session alive): every request asks, and looking a loop up in the weak
+#: dictionary costs a new weak reference each time.
+_last_loop: tuple[weakref.ref[asyncio.AbstractEventLoop], weakref.ref[_LoopSession]] | None = None
 
 
 def _loop_session() -> _LoopSession:
     global _last_loop
     loop = asyncio.get_running_loop()
     last = _last_loop
-    if last is not None and last[0]() is loop and not last[1].session.closed:
-        return last[1]
+    if last is not None and last[0]() is loop:
+        cached = last[1]()
+        if cached is not None and not cached.session.closed:
+            return cached
     entry = _loop_sessions.get(loop)
     if entry is None or entry.session.closed:
         entry = _LoopSession(_new_session())
         _loop_sessions[loop] = entry
-    _last_loop = (weakref.ref(loop), entry)
+    _last_loop = (weakref.ref(loop), weakref.ref(entry))
     return entry
 
 

@@ -432,7 +432,7 @@ class HerePipelineHook(PipelinesHook):
         https (plain http only for loopback, i.e. the sandbox).
         """
         request_id, correlation_id = self.profile.request_ids(resp.headers, {})
-        location = _get_header(resp.headers, "Location")
+        location = resp.headers.get("Location")  # ApiResponse.headers is case-insensitive
 
         def refuse(why: str) -> ApiError:
             return ApiError(vendor=self.profile.name, operation=spec["operation"],
