@@ -26,6 +26,7 @@ from airflow_provider_pipelines.hooks._http import (
     HttpSettings,
     Redactor,
     VendorProfile,
+    json_body,
 )
 
 #: Serialises synchronous connection lookups (rare: once per hook). One lock for all hooks rather
@@ -149,14 +150,17 @@ class PipelinesHook(BaseHook):
 
         A hook that polls a job sends the same request again and again: it is built once (with
         the parsed URL the async client needs, see :meth:`ApiRequest.target`), not on every poll.
-        Requests are immutable, so sharing one between calls is safe.
+        A JSON body is compared and kept in its encoded form (:func:`json_body`), so a body dict
+        the caller changes in place after a call is sent as it is now, never as it was. Requests
+        are immutable, so sharing one between calls is safe.
         """
+        if kw.get("json") is not None:  # encoded once per call here, not by the HTTP client per attempt
+            kw = {**kw, "json": None, "body": json_body(kw["json"], operation)}
         last = self._last_request
-        if (last is not None and last.memo_path == path and last.memo_kw == kw and last.method == method
-                and last.operation == operation and last.resource == resource):
+        if last is not None and last.repeats(path, method, operation, resource, kw):
             return last
         req = self._new_request(self.url(path), method, operation, resource, kw)
-        req.memo_path, req.memo_kw = path, kw
+        req.memo_path, req.memo_keys = path, tuple(kw)
         self._last_request = req
         return req
 

@@ -205,9 +205,16 @@ class Redactor:
         known.update(s for s in secrets if s and len(s) >= 3)
         self._secrets = tuple(sorted(known, key=len, reverse=True))
 
+    #: a word every pattern above needs ("bearer", or a key name: each holds one of these words,
+    #: or ``oauth_signature``): text without any of them is left alone without running the patterns
+    #: (a status poll redacts several short vendor strings, most of them plain words)
+    _CUE = re.compile(r"(?i)bearer|token|secret|api|password|key|oauth_signature")
+
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, "***")
+        if self._CUE.search(text) is None:
+            return text
         for pattern in self._PATTERNS:
             text = pattern.sub(r"\1***", text)
         return text
@@ -312,6 +319,8 @@ class ApiRequest:
     params: Mapping[str, Any] | None = None
     json: Any = None
     data: Mapping[str, str] | str | None = None
+    #: a JSON body already serialized (see :func:`json_body`), sent as ``application/json``
+    body: bytes | None = None
     headers: Mapping[str, str] | None = None
     #: evaluated before every attempt (signatures with a fresh nonce, fresh request ids)
     headers_factory: Callable[[], Mapping[str, str]] | None = None
@@ -326,7 +335,18 @@ class ApiRequest:
     #: the path and keyword arguments of the hook call this request was built from (see
     #: ``PipelinesHook._request``)
     memo_path: str | None = field(default=None, init=False, repr=False, compare=False)
-    memo_kw: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    #: the names of those keyword arguments (their values are this request's own fields): a tuple
+    #: of strings, which the garbage collector does not track, rather than a copy of the arguments
+    memo_keys: tuple[str, ...] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def repeats(
+        self, path: str, method: str, operation: str, resource: str | None, kw: dict[str, Any]
+    ) -> bool:
+        """Whether a hook call with these arguments would build a request equal to this one."""
+        if (self.memo_path != path or self.method != method or self.operation != operation
+                or self.resource != resource or self.memo_keys != tuple(kw)):
+            return False
+        return all(getattr(self, key) == value for key, value in kw.items())
 
     def target(self) -> Any:
         """``url`` as a ``yarl.URL``, parsed once per request object rather than by aiohttp on
@@ -386,6 +406,12 @@ class ApiResponse:
         if self._headers is None:
             self._headers = ResponseHeaders(self._raw_headers)
         return self._headers
+
+    def with_body(self, body: Any, text: str = "") -> ApiResponse:
+        """The same answer with another body (e.g. a redacted copy); headers are not copied out."""
+        copy = ApiResponse(self.status, self._raw_headers, body, text, self.request_id)
+        copy._headers = self._headers
+        return copy
 
     def __repr__(self) -> str:
         return f"ApiResponse(status={self.status!r}, request_id={self.request_id!r})"
@@ -696,6 +722,8 @@ class HttpCore:
 
     def _headers(self, req: ApiRequest, auth_headers: Mapping[str, str]) -> dict[str, str]:
         headers = {"Accept": "application/json", **self.default_headers}
+        if req.body is not None:
+            headers["Content-Type"] = "application/json"
         headers.update(req.headers or {})
         if req.headers_factory is not None:
             headers.update(req.headers_factory())
@@ -839,7 +867,8 @@ class HttpCore:
         state.auth_headers = auth_headers
         try:
             resp = self.session.request(
-                req.method, req.url, params=_query(req.params), json=req.json, data=req.data, headers=headers,
+                req.method, req.url, params=_query(req.params), json=req.json, data=_data(req),
+                headers=headers,
                 timeout=(self.settings.connect_timeout, self.settings.read_timeout),
                 allow_redirects=False, verify=self.settings.verify,
             )
@@ -906,7 +935,7 @@ class HttpCore:
         timeout = _client_timeout(self.settings.connect_timeout, self.settings.read_timeout)
         try:
             async with session.request(
-                req.method, req.target(), params=_query(req.params), json=req.json, data=req.data,
+                req.method, req.target(), params=_query(req.params), json=req.json, data=_data(req),
                 headers=headers, timeout=timeout, allow_redirects=False,
                 ssl=_aiohttp_ssl(self.settings.verify), proxy=self._proxy(req.url),
             ) as resp:
@@ -926,6 +955,23 @@ class HttpCore:
             raise self._transport_error(
                 req, state, exc, reached_server=True, what="connection dropped"
             ) from None
+
+
+def json_body(value: Any, operation: str) -> bytes:
+    """``value`` serialized as a JSON request body (as ``requests`` does it: no NaN or infinity).
+
+    Hooks serialize a body once per request object (see ``PipelinesHook._request``), so a trigger
+    that polls with the same body does not encode it again on every poll. A value that is not
+    JSON fails here, before anything is sent.
+    """
+    try:
+        return json.dumps(value, allow_nan=False).encode()
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"The JSON body of {operation!r} cannot be sent: {err}") from None
+
+
+def _data(req: ApiRequest) -> Any:
+    return req.body if req.body is not None else req.data
 
 
 def _query_value(value: Any) -> Any:

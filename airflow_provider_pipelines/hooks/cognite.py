@@ -10,8 +10,7 @@ import ast
 import calendar
 import json
 import time
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
-from contextlib import aclosing
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -473,16 +472,20 @@ class CogniteHook(PipelinesHook):
                 return
             request = {**request, "cursor": cursor}
 
-    async def aiter_extpipe_run_pages(
-        self, body: dict[str, Any]
-    ) -> AsyncGenerator[list[dict[str, Any]], None]:
+    async def avisit_extpipe_run_pages(
+        self, body: dict[str, Any], visit: Callable[[list[dict[str, Any]]], bool | None]
+    ) -> None:
+        """Async :meth:`iter_extpipe_run_pages`: ``visit(page)`` for every page until it returns true.
+
+        A callback rather than an async generator: a trigger lists runs on every poll, and a plain
+        coroutine costs less per call than an async generator and the ``aclosing`` it needs.
+        """
         request: dict[str, Any] = dict(body)
         seen: set[str] = set()
         while True:
             resp = await self.acall(**self._spec_list_extpipe_runs(request))
             items, cursor = _runs_page(resp, request, seen)
-            yield items
-            if cursor is None:
+            if visit(items) or cursor is None:
                 return
             request = {**request, "cursor": cursor}
 
@@ -499,12 +502,13 @@ class CogniteHook(PipelinesHook):
         self, body: dict[str, Any], max_items: int | None = None
     ) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
-        async with aclosing(self.aiter_extpipe_run_pages(body)) as pages:
-            async for page in pages:
-                items.extend(page)
-                if max_items is not None and len(items) >= max_items:
-                    return items[:max_items]
-        return items
+
+        def collect(page: list[dict[str, Any]]) -> bool:
+            items.extend(page)
+            return max_items is not None and len(items) >= max_items
+
+        await self.avisit_extpipe_run_pages(body, collect)
+        return items if max_items is None else items[:max_items]
 
     def retrieve_extpipe(self, external_id: str) -> dict[str, Any]:
         """The extraction pipeline with this external id (an unknown one fails with CDF's 400 ``missing``)."""

@@ -124,7 +124,9 @@ class EdgeImpulseHook(PipelinesHook):
     def __init__(self, edge_impulse_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(edge_impulse_conn_id, **kwargs)
         self.edge_impulse_conn_id = self.conn_id
-        self._seen_secrets: set[str] = set()
+        #: step secrets already registered; a tuple of strings, which the garbage collector does not
+        #: track (a set would be one more tracked object in every waiting trigger)
+        self._seen_secrets: tuple[str, ...] = ()
 
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
@@ -179,16 +181,20 @@ class EdgeImpulseHook(PipelinesHook):
                 if key in SECRET_STEP_FIELDS and item not in (None, ""):
                     found.append(str(item))
                     out[key] = REDACTED
-                else:
+                elif isinstance(item, (dict, list)):  # only containers need the walk (one call less per leaf)
                     out[key] = self._collect_secrets(item, found)
+                else:
+                    out[key] = item
             return out
         if isinstance(value, list):
-            return [self._collect_secrets(item, found) for item in value]
+            return [self._collect_secrets(item, found) if isinstance(item, (dict, list)) else item
+                    for item in value]
         return value
 
     def _new_secrets(self, found: list[str]) -> list[str]:
         fresh = [s for s in dict.fromkeys(found) if s not in self._seen_secrets and s != REDACTED]
-        self._seen_secrets.update(fresh)
+        if fresh:
+            self._seen_secrets += tuple(fresh)
         if fresh and self._core is not None:
             self._core.redact.add(*fresh)
         return fresh
@@ -315,10 +321,10 @@ class EdgeImpulseHook(PipelinesHook):
 
     def _clean(self, resp: ApiResponse) -> ApiResponse:
         """The response with step secrets masked and redacted from its body (and no raw text)."""
-        return ApiResponse(resp.status, resp.headers, self.redact_body(resp.body), "", resp.request_id)
+        return resp.with_body(self.redact_body(resp.body))
 
     async def _aclean(self, resp: ApiResponse) -> ApiResponse:
-        return ApiResponse(resp.status, resp.headers, await self.aredact_body(resp.body), "", resp.request_id)
+        return resp.with_body(await self.aredact_body(resp.body))
 
     # ---- UI links ----------------------------------------------------------------------------------
 

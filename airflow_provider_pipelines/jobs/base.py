@@ -249,9 +249,14 @@ class _Watch:
     def on_snapshot(self, snap: JobSnapshot) -> float | None:
         """``None`` when terminal, else seconds to sleep (raises on timeout)."""
         self.errors = 0
-        if self.last is None or self.last.state != snap.state:
+        last = self.last
+        if last is None or last.state != snap.state:
             log.info("%s %s is %s.", self.kind.title, self.kind.describe(self.ref), snap.state)
-        self.last = snap
+            self.last = snap
+        elif snap != last:
+            self.last = snap
+        else:  # an equal reading keeps the object already held: a waiting trigger then makes no
+            snap = last  # new long-lived object per poll (fewer objects for the full collections)
         if snap.terminal:
             return None
         return self._sleep(None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import aclosing
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, cast
 
@@ -232,9 +231,7 @@ class ExtractionPipelineReportKind(JobKind):
 
     async def afetch(self, hook: PipelinesHook, ref: dict[str, Any]) -> Any:
         oldest = _OldestRuns(ref)
-        async with aclosing(_cognite(hook).aiter_extpipe_run_pages(self._filter(ref))) as pages:
-            async for page in pages:
-                oldest.add(page)
+        await _cognite(hook).avisit_extpipe_run_pages(self._filter(ref), oldest.add)
         return oldest.runs()
 
     def interpret(self, payload: Any, ref: dict[str, Any]) -> JobSnapshot:

@@ -61,6 +61,7 @@ class AsyncCdf:
     def _log(self, request: web.Request) -> None:
         self.requests.append((request.method, request.path, dict(request.headers)))
         assert request.headers["Authorization"] == f"Bearer {ACCESS_TOKEN}"
+        assert request.content_type == "application/json"  # every call here has a JSON body
 
     async def create(self, request: web.Request) -> web.Response:
         self._log(request)
@@ -143,6 +144,32 @@ class TestHookTwins:
             cdf.api.add_run("success", T0 + i)
         runs = await CogniteHook().alist_extpipe_runs(CogniteHook.extpipe_runs_filter(XID), max_items=2)
         assert len(runs) == 2 and len(cdf.api.calls_to("list")) == 2
+
+
+    @pytest.mark.asyncio
+    async def test_a_body_changed_in_place_is_sent_as_it_is_now(self, cdf: AsyncCdf) -> None:
+        # a hook reuses its request, with the body encoded once, while the call stays the same
+        hook = CogniteHook()
+        body = CogniteHook.extpipe_runs_filter(XID, ["success"])
+        await hook.alist_extpipe_runs(body)
+        first = hook._last_request
+        await hook.alist_extpipe_runs(body)
+        assert hook._last_request is first
+        body["filter"]["statuses"] = ["failure"]  # the same dict, changed in place
+        await hook.alist_extpipe_runs(body)
+        assert hook._last_request is not first
+        sent = [b["filter"].get("statuses") for b in cdf.api.calls_to("list")]
+        assert sent == [["success"], ["success"], ["failure"]]
+
+    @pytest.mark.asyncio
+    async def test_a_body_that_is_not_json_fails_before_anything_is_sent(self, cdf: AsyncCdf) -> None:
+        hook = CogniteHook()
+        for bad in ({"limit": float("nan")}, {"filter": {"createdTime": object()}}):
+            with pytest.raises(ValueError, match="JSON body of 'list extraction pipeline runs' cannot be"):
+                await hook.acall("POST", "/extpipes/runs/list", "list extraction pipeline runs", json=bad)
+            with pytest.raises(ValueError, match="cannot be sent"):
+                hook.call("POST", "/extpipes/runs/list", "list extraction pipeline runs", json=bad)
+        assert cdf.requests == [] and cdf.api.calls_to("list") == []
 
 
 class TestTrigger:

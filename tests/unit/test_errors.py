@@ -237,6 +237,25 @@ def test_redactor() -> None:
     assert '"note": "ab"' in text  # too-short values are not treated as secrets
 
 
+@pytest.mark.parametrize("text", [
+    "Bearer abcdefghijkl", "BEARER abcdefghijkl", "access_token=leakedvalue1", "accessToken: leakedvalue1",
+    "client_secret=leakedvalue1", "api_key=leakedvalue1", "Api-Key: leakedvalue1", "APIKEY=leakedvalue1",
+    "password: leakedvalue1", "Token=leakedvalue1", "projectApiKey: leakedvalue1",
+    "projectHmacKey: leakedvalue1", 'oauth_signature="leakedvalue1"',
+])
+def test_redactor_patterns_run_for_every_key_word(text: str) -> None:
+    # plain words skip the patterns (a cheap cue first): every key word must still reach them
+    redacted = Redactor()(f"step said {text}, done")
+    assert "leakedvalue1" not in redacted and "abcdefghijkl" not in redacted
+    assert redacted.startswith("step said ") and redacted.endswith(", done")
+
+
+def test_redactor_leaves_plain_text_alone() -> None:
+    for text in ("Fetch data", "2026-01-01T00:00:00Z", "running: step 1 'x' of 2 (transform started)"):
+        assert Redactor()(text) == text
+    assert Redactor(["plainsecret"])("the plainsecret leaked") == "the *** leaked"
+
+
 def test_connection_secrets_reach_the_airflow_masker(conn_env: Any) -> None:
     from airflow_provider_pipelines._compat import redact_secrets as redact
 

@@ -207,6 +207,21 @@ def test_deadline_raises_timeout_with_the_last_status(clock: FakeTime, watch: Wa
     assert isinstance(info.value, AirflowException)
 
 
+def test_an_equal_reading_keeps_the_snapshot_already_held(clock: FakeTime) -> None:
+    # thousands of waiting triggers: an unchanged job makes no new long-lived object per poll,
+    # while a changed reading (even with the same state) replaces the one held
+    watch = base._Watch(ScriptedKind("Running"), REF, PollPolicy(10, jitter=0), None)
+    first = JobSnapshot("Running", Outcome.RUNNING, None, {"progress": 1})
+    watch.on_snapshot(first)
+    watch.on_snapshot(JobSnapshot("Running", Outcome.RUNNING, None, {"progress": 1}))
+    assert watch.last is first
+    moved = JobSnapshot("Running", Outcome.RUNNING, None, {"progress": 2})
+    watch.on_snapshot(moved)
+    assert watch.last is moved
+    done = JobSnapshot("Completed", Outcome.SUCCESS, None, {"progress": 2})
+    assert watch.on_snapshot(done) is None and watch.last is done
+
+
 @both
 def test_job_finishing_on_the_last_poll_is_not_a_timeout(clock: FakeTime, watch: Watcher) -> None:
     kind = ScriptedKind("Running", "Running", "Completed")

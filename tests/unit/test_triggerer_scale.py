@@ -142,6 +142,18 @@ async def test_a_hook_builds_a_new_request_when_the_call_differs(cdf) -> None:
     await hook.alist_pipeline_runs(1, limit=7)
     assert hook._last_request is not listed and hook._last_request.params == {"limit": 7}
     assert [path.rsplit("/", 1)[1] for _, path in fake.status_requests] == ["10", "10", "11"]
+    # every argument counts: its value, and whether it was given at all
+    plain = hook._request("GET", "/x", "get x", None, {})
+    assert hook._request("GET", "/x", "get x", None, {}) is plain
+    with_params = hook._request("GET", "/x", "get x", None, {"params": {"a": 1}})
+    assert with_params is not plain and with_params.params == {"a": 1}
+    assert hook._request("GET", "/x", "get x", None, {"params": {"a": 1}}) is with_params
+    assert hook._request("GET", "/x", "get x", None, {"params": {"a": 2}}) is not with_params
+    assert hook._request("GET", "/x", "get y", None, {"params": {"a": 2}}).operation == "get y"
+    posted = hook._request("POST", "/x", "post x", None, {"json": {"b": [1]}})
+    assert posted.json is None and json.loads(posted.body) == {"b": [1]}  # encoded once, kept encoded
+    assert hook._request("POST", "/x", "post x", None, {"json": {"b": [1]}}) is posted
+    assert hook._request("POST", "/x", "post x", None, {"json": {"b": [2]}}) is not posted
 
 
 def test_triggers_with_the_same_intervals_share_one_poll_policy() -> None:
