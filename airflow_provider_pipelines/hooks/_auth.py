@@ -77,6 +77,10 @@ class TokenCache:
             return token.value
         return None
 
+    def cached(self, key: str) -> str | None:
+        """The cached token of ``key`` if it needs no refresh yet (no lock, no I/O), else ``None``."""
+        return self._fresh(key)
+
     def _store(self, key: str, value: str, expires_in: float) -> str:
         now = self.clock()
         lifetime = max(float(expires_in), 1.0)
@@ -186,6 +190,10 @@ class CachedTokenAuth:
     async def aheaders(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {await self._cache.aget(self.key, self._afetch)}"}
 
+    def ready_headers(self) -> dict[str, str] | None:
+        token = self._cache.cached(self.key)
+        return None if token is None else {"Authorization": f"Bearer {token}"}
+
     def invalidate(self, sent_headers: Mapping[str, str]) -> bool:
         self._cache.invalidate(self.key, _bearer(sent_headers))
         return True
@@ -201,6 +209,9 @@ class StaticHeaderAuth:
         return dict(self._headers)
 
     async def aheaders(self) -> dict[str, str]:
+        return dict(self._headers)
+
+    def ready_headers(self) -> dict[str, str] | None:
         return dict(self._headers)
 
     def invalidate(self, sent_headers: Mapping[str, str]) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -176,11 +176,23 @@ class PipelinesHook(BaseHook):
         core = self.core
         return core.request(self._request(method, path, operation, resource, kw))
 
-    async def acall(
+    def acall(
         self, method: str, path: str, operation: str, resource: str | None = None, **kw: Any
+    ) -> Coroutine[Any, Any, ApiResponse]:
+        """Send one API call relative to the connection's base URL (async: ``await hook.acall(...)``).
+
+        Once the connection is resolved this hands back the HTTP core's coroutine itself rather
+        than wrapping it in one more: a triggerer makes thousands of these calls.
+        """
+        core = self._core
+        if core is None:
+            return self._acall_resolving(method, path, operation, resource, kw)
+        return core.arequest(self._request(method, path, operation, resource, kw))
+
+    async def _acall_resolving(
+        self, method: str, path: str, operation: str, resource: str | None, kw: dict[str, Any]
     ) -> ApiResponse:
-        """Send one API call relative to the connection's base URL (async)."""
-        core = self._core or await self.acore()
+        core = await self.acore()
         return await core.arequest(self._request(method, path, operation, resource, kw))
 
     # ---- connection test ---------------------------------------------------------------------

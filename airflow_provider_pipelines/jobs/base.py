@@ -350,8 +350,8 @@ async def awatch_job(
     while delay is not None:
         if delay:
             await _asleep(delay)
-        try:
-            delay = watch.on_snapshot(await kind.aread(hook, ref))
+        try:  # afetch and interpret directly (what ``kind.aread`` does, one coroutine less per poll)
+            delay = watch.on_snapshot(kind.interpret(await kind.afetch(hook, ref), ref))
         except ApiError as err:
             delay = watch.on_error(err)
     assert watch.last is not None

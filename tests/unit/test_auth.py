@@ -255,6 +255,27 @@ def test_cached_token_auth_headers_and_invalidation() -> None:
     assert auth.headers() == {"Authorization": "Bearer tok-second-2"}
 
 
+def test_ready_headers_only_when_the_cached_token_needs_no_refresh() -> None:
+    # the async path skips the awaitable only when a fresh token is at hand
+    now = [1000.0]
+    cache = TokenCache(clock=lambda: now[0])
+    fetched: list[str] = []
+
+    async def afetch() -> tuple[str, float]:
+        fetched.append("tok")
+        return f"tok-{len(fetched)}", 120
+
+    auth = CachedTokenAuth("k", lambda: ("unused", 1), afetch, cache)
+    assert auth.ready_headers() is None  # nothing cached: the caller awaits aheaders()
+    assert asyncio.run(auth.aheaders()) == {"Authorization": "Bearer tok-1"}
+    assert auth.ready_headers() == {"Authorization": "Bearer tok-1"}
+    now[0] += 120 - 60  # the refresh point (60 s before expiry): no longer ready
+    assert auth.ready_headers() is None
+    assert asyncio.run(auth.aheaders()) == {"Authorization": "Bearer tok-2"}
+    auth.invalidate({"Authorization": "Bearer tok-2"})  # a 401
+    assert auth.ready_headers() is None and fetched == ["tok", "tok"]
+
+
 def test_cached_token_auth_uses_the_process_wide_cache_by_default() -> None:
     calls: list[int] = []
 
@@ -277,6 +298,8 @@ def test_static_header_auth_cannot_refresh() -> None:
     headers["x-api-key"] = "changed"
     assert auth.headers() == {"x-api-key": "ei_key_123"}
     assert asyncio.run(auth.aheaders()) == {"x-api-key": "ei_key_123"}
+    ready = auth.ready_headers()
+    assert ready == {"x-api-key": "ei_key_123"} and ready is not auth.ready_headers()
     assert auth.invalidate({"x-api-key": "ei_key_123"}) is False
 
 
