@@ -509,10 +509,108 @@ def _excerpt(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class _ReadDeadlines:
+    """The read timeout of every request in flight on one event loop, enforced by one timer.
+
+    aiohttp's ``sock_read`` timeout schedules a timer per request and reschedules it when the
+    answer arrives; a cancelled timer stays in the loop's heap (with its context and callback)
+    until it would have fired. At thousands of polls a second those timers were the provider's
+    largest source of objects that outlive a poll, so the main cause of the full garbage
+    collections that stall the triggerer's loop (see ``docs/performance.md``). Instead, a request
+    registers its deadline here (a dictionary entry, no object); one timer per loop wakes up at
+    the earliest deadline, cancels the requests whose deadline passed and re-arms itself for the
+    next one. With equal timeouts a new deadline is never earlier than the armed one, so a busy
+    loop re-arms about once per read timeout, not once per request.
+
+    A request the timer cancelled sees :class:`asyncio.CancelledError` at the point it waits;
+    :meth:`expired` tells it that the cancellation was its deadline (and takes the cancellation
+    request back, Python 3.11+), so it reports a read timeout instead. A cancellation from
+    anywhere else is never turned into a timeout.
+    """
+
+    __slots__ = ("_due", "_expired", "_timer", "_timer_at")
+
+    def __init__(self) -> None:
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def watch(self, seconds: float) -> asyncio.Task[Any] | None:
+        """Give the current task ``seconds`` from now; pair with :meth:`unwatch` in a ``finally``."""
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - a coroutine always runs in a task under asyncio
+            return None
+        loop = task.get_loop()
+        when = loop.time() + seconds
+        self._due[task] = when
+        if when < self._timer_at:
+            self._arm(loop, when)
+        return task
+
+    def unwatch(self, task: asyncio.Task[Any] | None) -> None:
+        if task is None or self._due.pop(task, None) is not None:
+            return
+        if task in self._expired:
+            # cancelled by its deadline, yet the request finished without seeing the
+            # cancellation: take the cancellation request back so it cannot hit a later await
+            self._expired.discard(task)
+            _uncancel(task)
+
+    def expired(self, task: asyncio.Task[Any] | None) -> bool:
+        """Whether ``task``'s :class:`asyncio.CancelledError` is its read deadline (consumes it).
+
+        ``False`` when the deadline did not fire, and when something else asked to cancel the
+        task too: that cancellation must go on.
+        """
+        if task is None or task not in self._expired:
+            return False
+        self._expired.discard(task)
+        return _uncancel(task) == 0
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = None, math.inf
+
+    def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer, self._timer_at = loop.call_at(when, self._fire, loop), when
+
+    def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer, self._timer_at = None, math.inf
+        now, earliest = loop.time(), math.inf
+        for task, when in list(self._due.items()):
+            if when <= now:
+                del self._due[task]
+                self._expired.add(task)
+                task.cancel()
+            elif when < earliest:
+                earliest = when
+        if earliest < math.inf:
+            self._arm(loop, earliest)
+
+
+def _uncancel(task: asyncio.Task[Any]) -> int:
+    """Take one cancellation request back (Python 3.11+); the requests still pending.
+
+    Python 3.10 does not count cancellation requests: there a deadline's cancellation is
+    assumed to be the only one (as aiohttp's own timeouts assume on that version).
+    """
+    uncancel = getattr(task, "uncancel", None)
+    return int(uncancel()) if uncancel is not None else 0
+
+
 class _LoopSession:
     def __init__(self, session: aiohttp.ClientSession) -> None:
         self.session = session
         self.users = 0
+        self.deadlines = _ReadDeadlines()
+
+    async def close(self) -> None:
+        self.deadlines.close()  # its timer refers to the loop: drop it with the session
+        await self.session.close()
 
 
 _loop_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopSession] = (
@@ -611,7 +709,7 @@ def acquire_session() -> _LoopSession:
 async def release_session(entry: _LoopSession) -> None:
     """Stop using ``entry``; the last user of the loop closes the session."""
     if _drop_user(entry):
-        await entry.session.close()
+        await entry.close()
 
 
 def _drop_user(entry: _LoopSession) -> bool:
@@ -630,19 +728,21 @@ def async_sessions_created() -> int:
 
 
 _ssl_contexts: dict[str, Any] = {}
-_client_timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+_client_timeouts: dict[float, aiohttp.ClientTimeout] = {}
 _SESSION_LOCK = threading.Lock()
 
 
-def _client_timeout(connect: float, read: float) -> aiohttp.ClientTimeout:
-    """The per-request timeout (never session-wide); immutable, so shared by every core."""
-    timeout = _client_timeouts.get((connect, read))
+def _client_timeout(connect: float) -> aiohttp.ClientTimeout:
+    """The per-request connect timeout (never session-wide); immutable, so shared by every core.
+
+    It sets no read or total timeout: aiohttp would schedule timers for those on every request.
+    The read timeout is the loop's :class:`_ReadDeadlines`.
+    """
+    timeout = _client_timeouts.get(connect)
     if timeout is None:
         import aiohttp
 
-        timeout = _client_timeouts[(connect, read)] = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect, sock_read=read
-        )
+        timeout = _client_timeouts[connect] = aiohttp.ClientTimeout(total=None, sock_connect=connect)
     return timeout
 
 
@@ -912,21 +1012,20 @@ class HttpCore:
         """Send ``req`` on this loop's shared aiohttp session with the same policy."""
         state = _CallState(started=self.clock())
         entry = acquire_session()
-        session = entry.session
         try:
             try:  # the first attempt runs outside tenacity: see _FirstFailure
-                return await self._aattempt(session, req, state)
+                return await self._aattempt(entry, req, state)
             except _Transient as exc:
                 first = _FirstFailure(exc)
             async for attempt in AsyncRetrying(sleep=self.asleep, **self._retry_kwargs(state)):
                 with attempt:
                     first.replay()
-                    return await self._aattempt(session, req, state)
+                    return await self._aattempt(entry, req, state)
         except _Transient as exc:
             raise self._finish(exc, state) from None
         finally:
             if _drop_user(entry):
-                await entry.session.close()
+                await entry.close()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _proxy(self, url: str) -> str | None:
@@ -938,9 +1037,7 @@ class HttpCore:
             proxy = self._proxies[origin] = env_proxy(origin)
             return proxy
 
-    async def _aattempt(
-        self, session: aiohttp.ClientSession, req: ApiRequest, state: _CallState
-    ) -> ApiResponse:
+    async def _aattempt(self, entry: _LoopSession, req: ApiRequest, state: _CallState) -> ApiResponse:
         import aiohttp
 
         state.attempts += 1
@@ -950,29 +1047,40 @@ class HttpCore:
         headers = self._headers(req, auth_headers)
         state.sent_headers = headers
         state.auth_headers = auth_headers
-        timeout = _client_timeout(self.settings.connect_timeout, self.settings.read_timeout)
+        # connecting is bounded by aiohttp (sock_connect, new connections only); the answer by
+        # the loop's read deadlines (the whole attempt, connecting included), see _ReadDeadlines
+        task = entry.deadlines.watch(self.settings.read_timeout)
         try:
-            async with session.request(
+            async with entry.session.request(
                 req.method, req.target(), params=_query(req.params), json=req.json, data=_data(req),
-                headers=headers, timeout=timeout, allow_redirects=False,
-                ssl=_aiohttp_ssl(self.settings.verify), proxy=self._proxy(req.url),
+                headers=headers, timeout=_client_timeout(self.settings.connect_timeout),
+                allow_redirects=False, ssl=_aiohttp_ssl(self.settings.verify), proxy=self._proxy(req.url),
             ) as resp:
                 # like requests: undecodable bytes become U+FFFD instead of an exception
                 text = await resp.text(errors="replace")
                 return self._classify(req, state, resp.status, resp.headers, text)
+        except asyncio.CancelledError:
+            if not entry.deadlines.expired(task):
+                raise
+            raise self._read_timeout(req, state, asyncio.TimeoutError("the read deadline passed")) from None
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             raise self._transport_error(
                 req, state, exc, reached_server=False, what="could not connect"
             ) from None
         except (asyncio.TimeoutError, aiohttp.SocketTimeoutError) as exc:
-            raise self._transport_error(
-                req, state, exc, reached_server=True,
-                what=f"no answer within the read timeout of {self.settings.read_timeout:g} s",
-            ) from None
+            raise self._read_timeout(req, state, exc) from None
         except aiohttp.ClientError as exc:
             raise self._transport_error(
                 req, state, exc, reached_server=True, what="connection dropped"
             ) from None
+        finally:
+            entry.deadlines.unwatch(task)
+
+    def _read_timeout(self, req: ApiRequest, state: _CallState, exc: BaseException) -> _Transient | ApiError:
+        return self._transport_error(
+            req, state, exc, reached_server=True,
+            what=f"no answer within the read timeout of {self.settings.read_timeout:g} s",
+        )
 
 
 def json_body(value: Any, operation: str) -> bytes:

@@ -798,6 +798,133 @@ async def test_async_read_timeout() -> None:
 
 
 @pytest.mark.asyncio
+async def test_async_read_deadlines_use_one_timer_per_loop_not_one_per_request() -> None:
+    """Requests register their read deadline with the loop's watchdog: no aiohttp read timer per
+    request, and with equal timeouts the watchdog's one timer is armed once for many requests."""
+    server = await serve(Scripted(*[(200, {"ok": i}, {}) for i in range(60)]))
+    loop = asyncio.get_running_loop()
+    scheduled: list[str] = []
+    original = loop.call_at
+
+    def counting_call_at(when: float, callback: Any, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+        scheduled.append(getattr(callback, "__qualname__", repr(callback)))
+        return original(when, callback, *args, **kwargs)
+
+    try:
+        core, _ = make_core(read_timeout=30.0)
+        url = str(server.make_url("/v1/things/7"))
+        async with shared_session_scope():
+            entry = _http._loop_sessions[loop]
+            await core.arequest(get(url))  # the connection is open: only requests are counted now
+            loop.call_at = counting_call_at  # type: ignore[method-assign]
+            try:
+                for _ in range(20):
+                    await core.arequest(get(url))
+                await asyncio.gather(*(core.arequest(get(url)) for _ in range(30)))
+            finally:
+                loop.call_at = original  # type: ignore[method-assign]
+            assert entry.deadlines._due == {} and entry.deadlines._expired == set()
+            timer = entry.deadlines._timer
+            assert timer is not None and not timer.cancelled()
+        assert entry.deadlines._timer is None and timer.cancelled()  # dropped with the session
+    finally:
+        await server.close()
+    # (the test server in the same loop schedules its own timers: only the client's are checked)
+    assert not [name for name in scheduled if "_on_read_timeout" in name or "TimeoutHandle" in name], scheduled
+    assert scheduled.count("_ReadDeadlines._fire") <= 1, scheduled
+
+
+@pytest.mark.asyncio
+async def test_async_shorter_read_timeout_fires_before_a_longer_one_already_armed() -> None:
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({})
+
+    server = await serve(slow)
+    try:
+        patient, _ = make_core(max_attempts=1, read_timeout=30.0)
+        hasty, _ = make_core(max_attempts=1, read_timeout=0.2)
+        url = str(server.make_url("/v1/things/7"))
+        async with shared_session_scope():
+            long_wait = asyncio.ensure_future(patient.arequest(get(url)))
+            await asyncio.sleep(0.05)  # the 30 s deadline is armed first
+            started = time.monotonic()
+            with pytest.raises(ApiError) as info:
+                await hasty.arequest(get(url))
+            took = time.monotonic() - started
+            assert not long_wait.done()  # the other request keeps waiting: its deadline is later
+            long_wait.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await long_wait
+    finally:
+        release.set()
+        await server.close()
+    assert "no answer within the read timeout of 0.2 s" in str(info.value) and info.value.status is None
+    assert took < 5.0  # not the 30 s of the deadline armed before it
+
+
+@pytest.mark.asyncio
+async def test_async_cancelling_a_waiting_request_is_never_turned_into_a_read_timeout() -> None:
+    """A trigger cancelled by the triggerer (or a user kill) while its poll is in flight must end
+    cancelled, not report a timeout or retry."""
+    release = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.json_response({})
+
+    server = await serve(slow)
+    try:
+        core, fake = make_core(max_attempts=3, read_timeout=30.0)
+        task = asyncio.ensure_future(core.arequest(get(str(server.make_url("/v1/things/7")))))
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        entry = _http._loop_sessions[asyncio.get_running_loop()]
+        assert entry.deadlines._due == {} and fake.waits == []  # not retried
+    finally:
+        release.set()
+        await server.close()
+
+
+@pytest.mark.asyncio
+async def test_read_deadlines_tell_their_cancellation_from_anyone_elses() -> None:
+    import sys
+
+    deadlines = _http._ReadDeadlines()
+    never = asyncio.get_running_loop().create_future()
+
+    async def waiting(also_cancelled_elsewhere: bool) -> str:
+        task = deadlines.watch(0.05)
+        try:
+            await never
+        except asyncio.CancelledError:
+            if also_cancelled_elsewhere:
+                assert task is not None
+                task.cancel()  # a second request, e.g. the triggerer stopping the trigger
+            if deadlines.expired(task):
+                return "timeout"
+            raise
+        finally:
+            deadlines.unwatch(task)
+        return "answer"
+
+    assert await waiting(False) == "timeout"
+    cancelled_too = asyncio.ensure_future(waiting(True))
+    if sys.version_info >= (3, 11):  # 3.10 does not count cancellation requests
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled_too
+    else:  # pragma: no cover
+        await asyncio.gather(cancelled_too, return_exceptions=True)
+    assert deadlines._due == {} and deadlines._expired == set()
+    deadlines.close()
+    assert deadlines._timer is None
+
+
+@pytest.mark.asyncio
 async def test_async_malformed_and_undecodable_bodies() -> None:
     handler = Scripted((200, b'{"status": "Runn', {"Content-Type": "application/json"}))
     server = await serve(handler)
