@@ -773,15 +773,20 @@ async def test_async_connection_refused() -> None:
     assert "could not connect" in str(info.value) and not info.value.ambiguous
 
 
-@pytest.mark.asyncio
-async def test_async_read_timeout() -> None:
+async def serve_slow() -> tuple[TestServer, asyncio.Event]:
+    """A server whose answers wait until the returned event is set (set it before closing)."""
     release = asyncio.Event()
 
     async def slow(request: web.Request) -> web.Response:
         await release.wait()
         return web.json_response({})
 
-    server = await serve(slow)
+    return await serve(slow), release
+
+
+@pytest.mark.asyncio
+async def test_async_read_timeout() -> None:
+    server, release = await serve_slow()
     try:
         core, _ = make_core(max_attempts=2, read_timeout=0.1)
         url = str(server.make_url("/v1/things/7"))
@@ -830,19 +835,14 @@ async def test_async_read_deadlines_use_one_timer_per_loop_not_one_per_request()
     finally:
         await server.close()
     # (the test server in the same loop schedules its own timers: only the client's are checked)
-    assert not [name for name in scheduled if "_on_read_timeout" in name or "TimeoutHandle" in name], scheduled
+    client_timers = [name for name in scheduled if "_on_read_timeout" in name or "TimeoutHandle" in name]
+    assert not client_timers, scheduled
     assert scheduled.count("_ReadDeadlines._fire") <= 1, scheduled
 
 
 @pytest.mark.asyncio
 async def test_async_shorter_read_timeout_fires_before_a_longer_one_already_armed() -> None:
-    release = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.json_response({})
-
-    server = await serve(slow)
+    server, release = await serve_slow()
     try:
         patient, _ = make_core(max_attempts=1, read_timeout=30.0)
         hasty, _ = make_core(max_attempts=1, read_timeout=0.2)
@@ -869,13 +869,7 @@ async def test_async_shorter_read_timeout_fires_before_a_longer_one_already_arme
 async def test_async_cancelling_a_waiting_request_is_never_turned_into_a_read_timeout() -> None:
     """A trigger cancelled by the triggerer (or a user kill) while its poll is in flight must end
     cancelled, not report a timeout or retry."""
-    release = asyncio.Event()
-
-    async def slow(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.json_response({})
-
-    server = await serve(slow)
+    server, release = await serve_slow()
     try:
         core, fake = make_core(max_attempts=3, read_timeout=30.0)
         task = asyncio.ensure_future(core.arequest(get(str(server.make_url("/v1/things/7")))))
