@@ -183,7 +183,10 @@ class TestTrigger:
     @pytest.mark.asyncio
     async def test_waits_for_the_report(self, cdf: AsyncCdf) -> None:
         async def report_later() -> None:
-            await asyncio.sleep(0.3)
+            # after the trigger has polled at least once and found nothing (not after a fixed
+            # time: under load the first poll, with its token and connection lookup, may be late)
+            while not cdf.api.calls_to("list"):
+                await asyncio.sleep(0.01)
             cdf.api.add_run("seen", T0 + 1)  # not awaited
             cdf.api.add_run("success", T0 + 2, "1200 rows")
 
