@@ -784,6 +784,17 @@ async def serve_slow() -> tuple[TestServer, asyncio.Event]:
     return await serve(slow), release
 
 
+async def requests_in_flight(count: int) -> None:
+    """Wait until ``count`` requests of this loop are waiting for their answer (read deadline set)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(1000):
+        entry = _http._loop_sessions.get(loop)
+        if entry is not None and len(entry.deadlines._due) >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"fewer than {count} requests in flight after 10 s")
+
+
 @pytest.mark.asyncio
 async def test_async_read_timeout() -> None:
     server, release = await serve_slow()
@@ -849,7 +860,7 @@ async def test_async_shorter_read_timeout_fires_before_a_longer_one_already_arme
         url = str(server.make_url("/v1/things/7"))
         async with shared_session_scope():
             long_wait = asyncio.ensure_future(patient.arequest(get(url)))
-            await asyncio.sleep(0.05)  # the 30 s deadline is armed first
+            await requests_in_flight(1)  # the 30 s deadline is armed first
             started = time.monotonic()
             with pytest.raises(ApiError) as info:
                 await hasty.arequest(get(url))
@@ -873,7 +884,7 @@ async def test_async_cancelling_a_waiting_request_is_never_turned_into_a_read_ti
     try:
         core, fake = make_core(max_attempts=3, read_timeout=30.0)
         task = asyncio.ensure_future(core.arequest(get(str(server.make_url("/v1/things/7")))))
-        await asyncio.sleep(0.1)
+        await requests_in_flight(1)  # the request is waiting for its answer
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
