@@ -528,13 +528,12 @@ class _ReadDeadlines:
     anywhere else is never turned into a timeout.
     """
 
-    __slots__ = ("_due", "_expired", "_timer", "_timer_at")
+    __slots__ = ("_due", "_expired", "_timer")
 
     def __init__(self) -> None:
         self._due: dict[asyncio.Task[Any], float] = {}
         self._expired: set[asyncio.Task[Any]] = set()
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = math.inf
 
     def watch(self, seconds: float) -> asyncio.Task[Any] | None:
         """Give the current task ``seconds`` from now; pair with :meth:`unwatch` in a ``finally``."""
@@ -544,7 +543,7 @@ class _ReadDeadlines:
         loop = task.get_loop()
         when = loop.time() + seconds
         self._due[task] = when
-        if when < self._timer_at:
+        if self._timer is None or when < self._timer.when():
             self._arm(loop, when)
         return task
 
@@ -571,15 +570,14 @@ class _ReadDeadlines:
     def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-        self._timer, self._timer_at = None, math.inf
+            self._timer = None
 
     def _arm(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer, self._timer_at = loop.call_at(when, self._fire, loop), when
+        self.close()
+        self._timer = loop.call_at(when, self._fire, loop)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer, self._timer_at = None, math.inf
+        self._timer = None
         now, earliest = loop.time(), math.inf
         for task, when in list(self._due.items()):
             if when <= now:
