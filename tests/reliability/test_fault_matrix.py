@@ -88,7 +88,9 @@ EXTRACTOR_FAILURE = "extractor crashed: disk full on host x1"
 
 
 class Reporter:
-    """The external extractor a sensor waits for: reports one run after ``delay`` seconds."""
+    """The external extractor a sensor waits for: reports one run after ``delay`` seconds, and not
+    before the sensor's first status read was answered (under load that read may come later than
+    ``delay``; reporting before it would let the sensor succeed without ever waiting)."""
 
     def __init__(self, sb: SandboxServer, status: str, delay: float, message: str | None = None) -> None:
         self.sb, self.status, self.message = sb, status, message
@@ -96,7 +98,14 @@ class Reporter:
         self.timer.daemon = True
         self.timer.start()
 
+    def _first_read_answered(self) -> bool:
+        reads = self.sb.requests(method="POST", path=f"{EXTPIPE_RUNS}/list")
+        return bool(reads) and reads[0]["status"] is not None
+
     def _post(self) -> None:
+        deadline = time.monotonic() + 10
+        while not self._first_read_answered() and time.monotonic() < deadline:
+            time.sleep(0.005)
         item: dict[str, Any] = {"externalId": EXTPIPE, "status": self.status,
                                 "createdTime": int(time.time() * 1000)}
         if self.message:
